@@ -1,0 +1,43 @@
+# Two commands matter: `make run` starts the whole portal on this machine, `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test setup venv idp translations chromium services lint
+
+run: setup
+	$(BIN)/python -m scripts.run_local
+
+test: setup chromium services
+	$(BIN)/python -m pytest
+
+setup: venv idp translations
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+idp: devidp/node_modules/.installed
+
+devidp/node_modules/.installed: devidp/package.json devidp/package-lock.json
+	cd devidp && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+translations: venv
+	$(BIN)/pybabel compile --use-fuzzy -f -q -d portal/translations 2>/dev/null || true
+
+# Browser tests drive Debian's Chromium; Playwright's own browser download is never used.
+chromium:
+	@command -v chromium >/dev/null || scripts/install-chromium.sh
+
+# CI machines run PostgreSQL and Redis already; start them when they are stopped.
+services:
+	@scripts/ensure-services.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
