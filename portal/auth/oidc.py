@@ -1,0 +1,51 @@
+"""The OIDC client: Cognito's hosted UI in production, any OIDC provider by issuer URL."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import Flask
+
+from portal.config import Settings
+from portal.extensions import oauth
+
+PROVIDER_NAME = "idp"
+
+
+def register_provider(app: Flask, settings: Settings) -> None:
+    """Register the identity provider from its discovery document (read on first use)."""
+    if not settings.issuer:
+        return
+    oauth.register(
+        PROVIDER_NAME,
+        client_id=settings.cognito_client_id,
+        client_secret=settings.cognito_client_secret or None,
+        server_metadata_url=f"{settings.issuer}/.well-known/openid-configuration",
+        client_kwargs={"scope": "openid email profile", "code_challenge_method": "S256"},
+    )
+
+
+def provider():
+    return oauth.create_client(PROVIDER_NAME)
+
+
+def provider_logout_url(settings: Settings, *, return_to: str) -> str | None:
+    """Return the URL that ends the provider's session and comes back to `return_to`.
+
+    Cognito's hosted UI has `/logout?client_id=...&logout_uri=...`; other providers
+    advertise `end_session_endpoint` for RP-initiated logout.
+    """
+    if settings.cognito_domain:
+        query = urlencode({"client_id": settings.cognito_client_id, "logout_uri": return_to})
+        return f"{settings.cognito_domain}/logout?{query}"
+    client = provider()
+    if client is None:
+        return None
+    metadata = client.load_server_metadata()
+    endpoint = metadata.get("end_session_endpoint")
+    if not endpoint:
+        return None
+    query = urlencode(
+        {"client_id": settings.cognito_client_id, "post_logout_redirect_uri": return_to}
+    )
+    return f"{endpoint}?{query}"

@@ -1,0 +1,99 @@
+"""Commands of `flask --app wsgi ...`. Results go to stdout, logs to stderr."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from portal.extensions import db
+
+logger = logging.getLogger(__name__)
+
+clinics_cli = AppGroup("clinics", help="Manage clinics (platform operators).")
+api_keys_cli = AppGroup("api-keys", help="Manage clinics' API keys.")
+demo_cli = AppGroup("demo", help="Demo data for local development.")
+storage_cli = AppGroup("storage", help="Object storage.")
+
+
+@clinics_cli.command("create")
+@click.argument("name")
+@click.option("--seats", type=click.IntRange(min=1), required=True, help="Number of seats bought.")
+def create_clinic_command(name: str, seats: int) -> None:
+    """Create a clinic and print its id."""
+    from portal.clinics.services import create_clinic
+
+    clinic = create_clinic(name, seat_limit=seats)
+    db.session.commit()
+    click.echo(str(clinic.id))
+
+
+@api_keys_cli.command("create")
+@click.option("--clinic", "clinic_id", required=True, help="The clinic's id (a UUID).")
+@click.option("--name", required=True, help="A name that says which integration uses the key.")
+def create_api_key_command(clinic_id: str, name: str) -> None:
+    """Create an API key for a clinic and print it; it is shown only this once."""
+    from portal.clinics.models import Clinic
+    from portal.clinics.services import create_api_key
+
+    try:
+        clinic = db.session.get(Clinic, uuid.UUID(clinic_id))
+    except ValueError:
+        clinic = None
+    if clinic is None:
+        raise click.ClickException(
+            f"clinic {clinic_id} not found: list clinics with the database id"
+        )
+    _api_key, token = create_api_key(clinic, name=name)
+    db.session.commit()
+    click.echo(token)
+
+
+@demo_cli.command("seed")
+def seed_demo_command() -> None:
+    """Create the demo clinic and accounts of the dev identity provider (idempotent)."""
+    from portal.clinics.services import ensure_demo_data
+
+    settings = current_app.config["PORTAL_SETTINGS"]
+    clinic = ensure_demo_data(settings.issuer)
+    db.session.commit()
+    click.echo(str(clinic.id))
+
+
+@storage_cli.command("init")
+def init_storage_command() -> None:
+    """Create the bucket if it does not exist."""
+    current_app.extensions["portal_storage"].ensure_bucket()
+
+
+@click.command("worker")
+@click.option("--workers", "-w", default=2, show_default=True, help="Tasks run at once.")
+def worker_command(workers: int) -> None:
+    """Run the task consumer until SIGINT or SIGTERM."""
+    from huey.consumer import Consumer
+
+    from portal import tasks
+    from portal.queue import huey
+
+    tasks.set_task_app(current_app._get_current_object())
+
+    class GracefulConsumer(Consumer):
+        # Huey 2.5 stops at once on SIGTERM; container runtimes send SIGTERM first, so it
+        # gets SIGINT's graceful stop. NOTE: this overrides a private method of huey.
+        def _handle_stop_signal(self, sig_num, frame):
+            self._handle_interrupt_signal_gevent(sig_num, frame)
+
+    consumer = GracefulConsumer(huey, workers=workers, worker_type="thread", periodic=True)
+    logger.info("worker started with %d threads", workers)
+    consumer.run()
+
+
+def register_cli(app: Flask) -> None:
+    app.cli.add_command(clinics_cli)
+    app.cli.add_command(api_keys_cli)
+    app.cli.add_command(demo_cli)
+    app.cli.add_command(storage_cli)
+    app.cli.add_command(worker_command)

@@ -1,0 +1,120 @@
+"""Clinics, API keys and the demo data. Functions flush; the caller commits."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from pathlib import Path
+
+from sqlalchemy import select
+
+from portal.clinics.models import (
+    ApiKey,
+    Clinic,
+    Identity,
+    Membership,
+    MembershipStatus,
+    Role,
+    User,
+)
+from portal.db_types import utcnow
+from portal.extensions import db
+
+logger = logging.getLogger(__name__)
+
+API_KEY_PREFIX = "vzm_"
+DEMO_ACCOUNTS_PATH = Path(__file__).resolve().parent.parent / "data" / "demo_accounts.json"
+
+
+def create_clinic(name: str, *, seat_limit: int) -> Clinic:
+    if not name.strip():
+        raise ValueError("clinic name must not be empty")
+    if seat_limit < 1:
+        raise ValueError("a clinic needs at least one seat")
+    clinic = Clinic(name=name.strip(), seat_limit=seat_limit)
+    db.session.add(clinic)
+    db.session.flush()
+    logger.info("created clinic %s with %d seats", clinic.id, seat_limit)
+    return clinic
+
+
+def _secret_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(clinic: Clinic, *, name: str) -> tuple[ApiKey, str]:
+    """Create a key for `clinic` and return it with the full token, which is shown once.
+
+    The token reads `vzm_<key id>_<secret>`: the prefix makes leaked keys easy to spot in
+    code and logs scanners, the key id finds the row, and only the secret's digest is kept.
+    """
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    api_key = ApiKey(
+        clinic_id=clinic.id,
+        name=name.strip() or "API",
+        key_id=key_id,
+        secret_sha256=_secret_digest(secret),
+    )
+    db.session.add(api_key)
+    db.session.flush()
+    logger.info("created API key %s for clinic %s", key_id, clinic.id)
+    return api_key, f"{API_KEY_PREFIX}{key_id}_{secret}"
+
+
+def authenticate_api_key(token: str) -> ApiKey | None:
+    """Return the active key the token belongs to, or None."""
+    if not token.startswith(API_KEY_PREFIX):
+        return None
+    key_id, separator, secret = token[len(API_KEY_PREFIX) :].partition("_")
+    if not separator or not key_id or not secret:
+        return None
+    api_key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    if api_key is None or not api_key.is_active:
+        return None
+    if not hmac.compare_digest(api_key.secret_sha256, _secret_digest(secret)):
+        return None
+    api_key.last_used_at = utcnow()
+    return api_key
+
+
+def ensure_demo_data(issuer: str, accounts_path: Path = DEMO_ACCOUNTS_PATH) -> Clinic:
+    """Create the demo clinic and its accounts if missing; running it again changes nothing.
+
+    The accounts' `sub` values are the ones the dev identity provider issues, so signing
+    in there lands in these users.
+    """
+    data = json.loads(accounts_path.read_text(encoding="utf-8"))
+    clinic_data = data["clinic"]
+    clinic = db.session.scalar(select(Clinic).where(Clinic.name == clinic_data["name"]))
+    if clinic is None:
+        clinic = create_clinic(clinic_data["name"], seat_limit=int(clinic_data["seats"]))
+    for account in data["accounts"]:
+        identity = db.session.scalar(
+            select(Identity).where(Identity.issuer == issuer, Identity.subject == account["sub"])
+        )
+        if identity is None:
+            user = User(email=account["email"], display_name=account["name"])
+            identity = Identity(issuer=issuer, subject=account["sub"], user=user)
+            db.session.add(identity)
+            db.session.flush()
+        user = identity.user
+        membership = db.session.scalar(
+            select(Membership).where(
+                Membership.user_id == user.id, Membership.clinic_id == clinic.id
+            )
+        )
+        if membership is None:
+            db.session.add(
+                Membership(
+                    user=user,
+                    clinic=clinic,
+                    role=Role(account["role"]),
+                    status=MembershipStatus.ACTIVE,
+                )
+            )
+    db.session.flush()
+    return clinic

@@ -1,0 +1,239 @@
+"""Studies, their processing attempts and the artifacts each attempt stores."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.db_types import UTCDateTime, new_uuid, string_enum, utcnow
+from portal.extensions import db
+
+
+class StudyStatus(enum.StrEnum):
+    UPLOADED = "uploaded"
+    CONVERTING = "converting"
+    INFERENCE_QUEUED = "inference_queued"
+    INFERENCE_RUNNING = "inference_running"
+    WRITING_RESULTS = "writing_results"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def title(self) -> str:
+        return str(STATUS_TITLES[self])
+
+    @property
+    def badge(self) -> str:
+        """Return the CSS modifier of the status badge."""
+        if self is StudyStatus.SUCCEEDED:
+            return "success"
+        if self is StudyStatus.FAILED:
+            return "danger"
+        if self is StudyStatus.CANCELLED:
+            return "muted"
+        return "progress"
+
+
+TERMINAL_STATUSES = frozenset({StudyStatus.SUCCEEDED, StudyStatus.FAILED, StudyStatus.CANCELLED})
+
+#: The allowed moves of an attempt; terminal states allow none.
+TRANSITIONS: dict[StudyStatus, frozenset[StudyStatus]] = {
+    StudyStatus.UPLOADED: frozenset({StudyStatus.CONVERTING}),
+    StudyStatus.CONVERTING: frozenset({StudyStatus.INFERENCE_QUEUED}),
+    StudyStatus.INFERENCE_QUEUED: frozenset({StudyStatus.INFERENCE_RUNNING}),
+    StudyStatus.INFERENCE_RUNNING: frozenset({StudyStatus.WRITING_RESULTS}),
+    StudyStatus.WRITING_RESULTS: frozenset({StudyStatus.SUCCEEDED}),
+    StudyStatus.SUCCEEDED: frozenset(),
+    StudyStatus.FAILED: frozenset(),
+    StudyStatus.CANCELLED: frozenset(),
+}
+
+STATUS_TITLES = {
+    StudyStatus.UPLOADED: _l("Uploaded"),
+    StudyStatus.CONVERTING: _l("Converting DICOM"),
+    StudyStatus.INFERENCE_QUEUED: _l("Waiting for the segmentation service"),
+    StudyStatus.INFERENCE_RUNNING: _l("Segmenting"),
+    StudyStatus.WRITING_RESULTS: _l("Writing results"),
+    StudyStatus.SUCCEEDED: _l("Done"),
+    StudyStatus.FAILED: _l("Failed"),
+    StudyStatus.CANCELLED: _l("Cancelled"),
+}
+
+#: Progress shown on entering each status, in percent; the inference step fills 40-90.
+STATUS_PROGRESS = {
+    StudyStatus.UPLOADED: 0,
+    StudyStatus.CONVERTING: 10,
+    StudyStatus.INFERENCE_QUEUED: 35,
+    StudyStatus.INFERENCE_RUNNING: 40,
+    StudyStatus.WRITING_RESULTS: 92,
+    StudyStatus.SUCCEEDED: 100,
+}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+class ArtifactKind(enum.StrEnum):
+    UPLOAD = "upload"
+    VOLUME_NPZ = "volume_npz"
+    IMAGE_NIFTI = "image_nifti"
+    MASK_NIFTI = "mask_nifti"
+    REPORT_JSON = "report_json"
+
+
+#: Object names under the study's or attempt's storage prefix.
+ARTIFACT_FILE_NAMES = {
+    ArtifactKind.UPLOAD: "upload.zip",
+    ArtifactKind.VOLUME_NPZ: "volume.npz",
+    ArtifactKind.IMAGE_NIFTI: "image.nii.gz",
+    ArtifactKind.MASK_NIFTI: "mask.nii.gz",
+    ArtifactKind.REPORT_JSON: "report.json",
+}
+
+
+class Study(db.Model):
+    __tablename__ = "study"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_uuid)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    uploaded_by_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("user_account.id"))
+    uploaded_by_api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_key.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    #: Category keys the uploader asked for; empty means every category the provider supports.
+    requested_categories: Mapped[list] = mapped_column(JSON, default=list)
+    upload_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    upload_sha256: Mapped[str] = mapped_column(String(64), default="")
+    #: Filled by conversion from the chosen series; no patient identifiers are stored.
+    modality: Mapped[str | None] = mapped_column(String(16))
+    series_description: Mapped[str | None] = mapped_column(String(200))
+    slice_count: Mapped[int | None] = mapped_column(Integer)
+
+    uploaded_by_user = relationship("User")
+    uploaded_by_api_key = relationship("ApiKey")
+    attempts: Mapped[list[Attempt]] = relationship(
+        back_populates="study", order_by="Attempt.number", cascade="all, delete-orphan"
+    )
+    artifacts: Mapped[list[Artifact]] = relationship(
+        back_populates="study", cascade="all, delete-orphan"
+    )
+
+    @property
+    def latest_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def status(self) -> StudyStatus:
+        attempt = self.latest_attempt
+        return attempt.status if attempt else StudyStatus.UPLOADED
+
+    @property
+    def latest_successful_attempt(self) -> Attempt | None:
+        for attempt in reversed(self.attempts):
+            if attempt.status == StudyStatus.SUCCEEDED:
+                return attempt
+        return None
+
+    @property
+    def uploader_name(self) -> str:
+        if self.uploaded_by_user is not None:
+            return self.uploaded_by_user.display_name or self.uploaded_by_user.email
+        if self.uploaded_by_api_key is not None:
+            return self.uploaded_by_api_key.name
+        return ""
+
+    def artifact(self, kind: ArtifactKind, attempt: Attempt | None = None) -> Artifact | None:
+        for artifact in self.artifacts:
+            if artifact.kind == kind and artifact.attempt_id == (attempt.id if attempt else None):
+                return artifact
+        return None
+
+
+class Attempt(db.Model):
+    """One run of the pipeline on a study, moved through `StudyStatus` by `move_to`."""
+
+    __tablename__ = "attempt"
+    __table_args__ = (UniqueConstraint("study_id", "number"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("study.id"), index=True)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[StudyStatus] = mapped_column(
+        string_enum(StudyStatus, length=32), default=StudyStatus.UPLOADED, index=True
+    )
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    #: A stable code from the error catalogue; the message is translated when shown.
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    #: Safe, non-identifying context for the message placeholders (JSON object).
+    error_detail: Mapped[dict | None] = mapped_column(JSON)
+    #: The series the user asked for; None lets the pipeline choose.
+    requested_series_id: Mapped[str | None] = mapped_column(String(64))
+    chosen_series_id: Mapped[str | None] = mapped_column(String(64))
+    #: The conversion report: series found, the one chosen and why (no patient data).
+    report: Mapped[dict | None] = mapped_column(JSON)
+    #: Per-label voxel counts and volumes of the result mask.
+    label_stats: Mapped[list | None] = mapped_column(JSON)
+    inference_job_id: Mapped[str | None] = mapped_column(String(128))
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    study: Mapped[Study] = relationship(back_populates="attempts")
+    artifacts: Mapped[list[Artifact]] = relationship(back_populates="attempt")
+
+    def move_to(self, status: StudyStatus) -> None:
+        """Move to `status`, refusing moves the state machine does not allow."""
+        if status in (StudyStatus.FAILED, StudyStatus.CANCELLED):
+            allowed = not self.status.is_terminal
+        else:
+            allowed = status in TRANSITIONS[self.status]
+        if not allowed:
+            raise InvalidTransition(f"attempt {self.id}: {self.status} -> {status} is not allowed")
+        self.status = status
+        now = utcnow()
+        if status == StudyStatus.CONVERTING:
+            self.started_at = now
+        if status in STATUS_PROGRESS:
+            self.progress = STATUS_PROGRESS[status]
+        if status.is_terminal:
+            self.finished_at = now
+            self.lease_owner = None
+            self.lease_expires_at = None
+
+    def fail(self, code: str, detail: dict | None = None) -> None:
+        self.move_to(StudyStatus.FAILED)
+        self.error_code = code
+        self.error_detail = detail or {}
+
+
+class Artifact(db.Model):
+    """An object in storage that belongs to a study (the upload) or to one attempt."""
+
+    __tablename__ = "artifact"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("study.id"), index=True)
+    attempt_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("attempt.id"), index=True)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    kind: Mapped[ArtifactKind] = mapped_column(string_enum(ArtifactKind, length=32))
+    storage_key: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    content_type: Mapped[str] = mapped_column(String(100), default="application/octet-stream")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    study: Mapped[Study] = relationship(back_populates="artifacts")
+    attempt: Mapped[Attempt | None] = relationship(back_populates="artifacts")

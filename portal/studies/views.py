@@ -1,0 +1,135 @@
+"""Study pages: list, upload, progress, viewer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import (
+    Blueprint,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    url_for,
+)
+from flask_babel import get_locale
+from flask_login import current_user
+
+from portal.api.views import status_json
+from portal.categories import load_categories
+from portal.clinics.context import clinic_member_required
+from portal.errors import format_bytes
+from portal.extensions import db
+from portal.studies import services
+from portal.studies.error_catalogue import study_error_message
+from portal.studies.forms import UploadForm
+
+bp = Blueprint("studies", __name__)
+
+
+def _locale() -> str:
+    return str(get_locale() or "pt_BR")
+
+
+@bp.get("/")
+@clinic_member_required
+def index():
+    return redirect(url_for("studies.list_studies"))
+
+
+@bp.get("/studies/")
+@clinic_member_required
+def list_studies():
+    return render_template("studies/list.html", studies=services.list_studies(g.clinic))
+
+
+@bp.route("/studies/new", methods=["GET", "POST"])
+@clinic_member_required
+def upload():
+    form = UploadForm(locale=_locale())
+    settings = current_app.config["PORTAL_SETTINGS"]
+    if not form.validate_on_submit():
+        status = 400 if form.is_submitted() else 200
+        max_upload = format_bytes(settings.max_upload_bytes)
+        return render_template("studies/upload.html", form=form, max_upload=max_upload), status
+    study = services.create_study(
+        clinic=g.clinic,
+        stream=form.file.data.stream,
+        category_keys=form.categories.data,
+        storage=current_app.extensions["portal_storage"],
+        max_upload_bytes=settings.max_upload_bytes,
+        work_dir=Path(settings.data_dir) / "uploads",
+        uploaded_by=current_user,
+    )
+    db.session.commit()
+    services.queue_attempt(study.latest_attempt)
+    return redirect(url_for("studies.detail", study_id=study.id))
+
+
+@bp.get("/studies/<study_id>")
+@clinic_member_required
+def detail(study_id):
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    return render_template("studies/detail.html", study=study, **_status_context(study))
+
+
+@bp.get("/studies/<study_id>/status")
+@clinic_member_required
+def status_partial(study_id):
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    return render_template("studies/_status.html", study=study, **_status_context(study))
+
+
+@bp.get("/studies/<study_id>/viewer")
+@clinic_member_required
+def viewer(study_id):
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    if study.latest_successful_attempt is None:
+        return redirect(url_for("studies.detail", study_id=study.id))
+    return render_template("studies/viewer.html", study=study)
+
+
+@bp.get("/studies/<study_id>/viewer-data")
+@clinic_member_required
+def viewer_data(study_id):
+    """Return fresh presigned URLs and the legend; the viewer calls it on each load."""
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    links = services.result_links(
+        study, storage=current_app.extensions["portal_storage"], locale=_locale()
+    )
+    response = jsonify(
+        {
+            "image_url": links.image_url,
+            "mask_url": links.mask_url,
+            "expires_at": links.expires_at.isoformat(),
+            "labels": links.labels,
+            "colormap": label_colormap(),
+        }
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def label_colormap() -> dict:
+    """Build NiiVue's label colormap (R, G, B, A, labels) from the category catalogue."""
+    categories = sorted(load_categories(), key=lambda category: category.value)
+    size = max(category.value for category in categories) + 1
+    red, green, blue, alpha = [0] * size, [0] * size, [0] * size, [0] * size
+    labels = [""] * size
+    for category in categories:
+        color = category.color.lstrip("#")
+        red[category.value] = int(color[0:2], 16)
+        green[category.value] = int(color[2:4], 16)
+        blue[category.value] = int(color[4:6], 16)
+        alpha[category.value] = 255
+        labels[category.value] = category.key
+    return {"R": red, "G": green, "B": blue, "A": alpha, "labels": labels}
+
+
+def _status_context(study) -> dict:
+    attempt = study.latest_attempt
+    error_message = None
+    if attempt is not None and attempt.error_code:
+        error_message = study_error_message(attempt.error_code, attempt.error_detail)
+    return {"status": status_json(study), "attempt": attempt, "error_message": error_message}
