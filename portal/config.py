@@ -188,8 +188,8 @@ class Settings:
             "SECRET_KEY": self.secret_key,
             "SQLALCHEMY_DATABASE_URI": self.database_url,
             "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
-            # Werkzeug answers 413 past this size before the body is read.
-            "MAX_CONTENT_LENGTH": self.max_upload_bytes + 1024 * 1024,
+            # The file may be up to max_upload_bytes; the rest of the form is small.
+            "MAX_CONTENT_LENGTH": self.max_upload_bytes + 64 * 1024,
             "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",

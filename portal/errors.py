@@ -113,6 +113,14 @@ def register_error_handlers(app: Flask) -> None:
             "errors/error.html", title=error.title, detail=error.detail(), status=error.status
         ), error.status
 
+    @app.before_request
+    def reject_oversized_body():
+        # Checked before the multipart parser runs: Werkzeug's own limit stops the parser
+        # midway and leaves its temporary file open.
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        if limit and request.content_length and request.content_length > limit:
+            raise UploadTooLarge(limit=format_bytes(app.config["PORTAL_SETTINGS"].max_upload_bytes))
+
     @app.errorhandler(413)
     def handle_too_large(error):
         limit = format_bytes(app.config["PORTAL_SETTINGS"].max_upload_bytes)
