@@ -20,12 +20,8 @@ async function start() {
   provider.use(createAppRoutes({ provider, config, accounts, publicKeySet: toPublicKeySet(keySet) }));
 
   const server = provider.listen(config.port, config.host);
-  await new Promise((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
-  process.stdout.write(`dev identity provider listening on ${config.issuer}\n`);
-
+  // The handlers exist before the ready line is printed, because a caller may send the
+  // signal as soon as it reads that line.
   const stop = (signal) => {
     log('info', 'stopping', { signal });
     server.close(() => process.exit(0));
@@ -34,6 +30,12 @@ async function start() {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+
+  await new Promise((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  process.stdout.write(`dev identity provider listening on ${config.issuer}\n`);
 }
 
 start().catch((error) => {

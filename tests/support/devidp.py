@@ -66,7 +66,7 @@ class DevIdp:
         return self.stderr_file.read_text(encoding="utf-8", errors="replace")
 
     def stop(self) -> int:
-        """Send SIGTERM, wait for the process to end (killing it after 10 s) and return its exit code."""
+        """Send SIGTERM, wait for the exit (kill after 10 s) and return the exit code."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -169,7 +169,8 @@ def start_devidp(
             text=True,
         )
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_forward_stdout, args=(process.stdout, lines), daemon=True).start()
+    reader = threading.Thread(target=_forward_stdout, args=(process.stdout, lines), daemon=True)
+    reader.start()
 
     devidp = None
     try:
@@ -191,6 +192,9 @@ def start_devidp(
         elif process.poll() is None:
             process.kill()
             process.wait()
+        # The reader sees end of file once the process is gone; then the pipe can be closed.
+        reader.join(timeout=STOP_TIMEOUT_SECONDS)
+        process.stdout.close()
 
 
 class _FormParser(HTMLParser):
