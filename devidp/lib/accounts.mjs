@@ -28,7 +28,9 @@ export class AccountStore {
     try {
       document = JSON.parse(await fs.readFile(file, 'utf8'));
     } catch (error) {
-      throw new Error(`cannot read accounts file ${file}: ${error.message}`);
+      throw new Error(
+        `failed to read accounts file ${file}: ${error.message}; check DEVIDP_ACCOUNTS_FILE`,
+      );
     }
     const accounts = document?.accounts;
     if (!Array.isArray(accounts) || accounts.length === 0) {
@@ -53,10 +55,10 @@ export class AccountStore {
 
   /** Finds an account by username (exact) or e-mail (case-insensitive), as Cognito's sign-in does. */
   findByLogin(login) {
-    const wanted = login.trim();
-    const wantedEmail = wanted.toLowerCase();
+    const username = login.trim();
+    const email = username.toLowerCase();
     return this.#accounts.find(
-      (account) => account.username === wanted || account.email.toLowerCase() === wantedEmail,
+      (account) => account.username === username || account.email.toLowerCase() === email,
     );
   }
 }

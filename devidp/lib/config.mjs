@@ -27,7 +27,7 @@ function readPositiveInteger(env, name, fallback) {
 }
 
 // A path from the environment is taken relative to the working directory, like any other
-// command-line path; the default sits relative to the devidp folder.
+// command-line path. The default is relative to the devidp folder.
 function readPath(env, name, defaultRelativeToDevidp) {
   const value = env[name]?.trim();
   return value ? path.resolve(value) : path.resolve(DEVIDP_DIR, defaultRelativeToDevidp);

@@ -52,8 +52,8 @@ export async function loadOrCreateSigningKeys(file) {
 
   const keySet = { keys: [await generateSigningKey()] };
   await fs.mkdir(path.dirname(file), { recursive: true });
-  // The exclusive flag makes a second process starting at the same moment fail loudly
-  // instead of overwriting the key that the first one already serves.
+  // The exclusive flag makes a second process that starts at the same moment fail with
+  // EEXIST instead of overwriting the key that the first one already serves.
   await fs.writeFile(file, `${JSON.stringify(keySet, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
   return { keySet, created: true };
 }

@@ -4,5 +4,6 @@ export function log(level, message, fields = {}) {
   const details = Object.entries(fields)
     .map(([key, value]) => `${key}=${JSON.stringify(value)}`)
     .join(' ');
-  process.stderr.write(`${new Date().toISOString()} ${level} devidp: ${message}${details ? ` ${details}` : ''}\n`);
+  const suffix = details ? ` ${details}` : '';
+  process.stderr.write(`${new Date().toISOString()} ${level} devidp: ${message}${suffix}\n`);
 }

@@ -96,13 +96,12 @@ function buildExtraAccessTokenClaims(accounts) {
 
 /**
  * Hides `aud` from the signed access token. Cognito access tokens carry `client_id` and no
- * `aud`, but oidc-provider 9.13.3 refuses to sign a JWT access token whose payload lacks
- * `aud` (lib/models/formats/jwt.js). The property stays readable for that check and is made
+ * `aud`, but oidc-provider 9.13.3 throws when a JWT access token payload has no `aud`
+ * (lib/models/formats/jwt.js). The property stays readable for that check and is made
  * non-enumerable, so the JSON.stringify call that builds the signed payload leaves it out.
  */
-// NOTE: this depends on how oidc-provider serializes the payload; the exact version pin in
-// package.json and the test that decodes an access token and asserts there is no aud keep
-// an upgrade from changing it unnoticed.
+// NOTE: this relies on how oidc-provider 9.13.3 serializes the payload. The exact version
+// pin and a test that asserts the access token has no aud catch an upgrade that changes it.
 async function removeAudienceFromAccessToken(_ctx, _token, structuredToken) {
   Object.defineProperty(structuredToken.payload, 'aud', {
     value: structuredToken.payload.aud,
@@ -170,8 +169,8 @@ export function createProvider({ config, accounts, keySet }) {
       pushedAuthorizationRequests: { enabled: false },
       dPoP: { enabled: false },
       revocation: { enabled: true },
-      // userInfo is served by routes.mjs, because oidc-provider only accepts access tokens
-      // without an audience there, and JWT access tokens always have one.
+      // userInfo is served by routes.mjs. oidc-provider's own endpoint rejects access tokens
+      // that have an audience, and every JWT access token has one.
       userinfo: { enabled: false },
       rpInitiatedLogout: { enabled: false },
       resourceIndicators: {

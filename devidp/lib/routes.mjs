@@ -50,12 +50,18 @@ async function loadInteraction(provider, ctx, uid) {
     details = await provider.interactionDetails(ctx.req, ctx.res);
   } catch (error) {
     if (error instanceof errors.SessionNotFound) {
-      throw new HttpError(400, 'the sign-in request expired or its cookie is missing; start again from the application');
+      throw new HttpError(
+        400,
+        'the sign-in request expired or its cookie is missing; start again from the application',
+      );
     }
     throw error;
   }
   if (details.uid !== uid) {
-    throw new HttpError(400, 'the sign-in request does not match this browser; start again from the application');
+    throw new HttpError(
+      400,
+      'the sign-in request does not match this browser; start again from the application',
+    );
   }
   return details;
 }
@@ -85,7 +91,10 @@ async function showInteraction(provider, accounts, ctx, uid) {
   const details = await loadInteraction(provider, ctx, uid);
   // Consent is granted automatically in provider.mjs, so sign-in is the only prompt left.
   if (details.prompt.name !== 'login') {
-    log('error', 'unsupported interaction prompt', { prompt: details.prompt.name, reasons: details.prompt.reasons });
+    log('error', 'unsupported interaction prompt', {
+      prompt: details.prompt.name,
+      reasons: details.prompt.reasons,
+    });
     throw new HttpError(500, `unsupported interaction prompt "${details.prompt.name}"`);
   }
   renderLogin(ctx, { details, accounts });
@@ -132,7 +141,10 @@ async function handleLogout(provider, config, ctx) {
   }
   // Cognito compares the logout URL exactly with the app client's sign-out URLs.
   if (typeof logoutUri !== 'string' || !config.client.logoutUris.includes(logoutUri)) {
-    throw new HttpError(400, 'logout_uri is missing or not one of the sign-out URLs registered for this client');
+    throw new HttpError(
+      400,
+      'logout_uri is missing or not one of the sign-out URLs registered for this client',
+    );
   }
 
   const session = await provider.Session.get(ctx);
@@ -147,6 +159,7 @@ async function handleLogout(provider, config, ctx) {
 // --- Cognito /oauth2/userInfo ----------------------------------------------------------------
 
 function rejectBearer(ctx, status, error, description) {
+  log('warn', 'userInfo request rejected', { status, error, description });
   ctx.status = status;
   ctx.set('WWW-Authenticate', `Bearer error="${error}", error_description="${description}"`);
   ctx.set('Cache-Control', 'no-store');

@@ -167,7 +167,7 @@ def test_revoked_refresh_token_stops_working(devidp, sign_in):
     assert refresh.json()["error"] == "invalid_grant"
 
 
-def test_logout_redirects_to_allowed_uri_and_ends_session(devidp):
+def test_logout_ends_session_and_redirects(devidp):
     session = requests.Session()
     login_with_password(session, build_authorization_request(devidp).url, "admin", "demo-admin")
 
@@ -181,7 +181,7 @@ def test_logout_redirects_to_allowed_uri_and_ends_session(devidp):
 
     assert logout.status_code == 302
     assert logout.headers["Location"] == LOGOUT_URI
-    # Without a session the next authorize request asks for the password again.
+    # Without a session the next authorize request shows the sign-in page again.
     assert after.is_redirect
     assert "/interaction/" in after.headers["Location"]
     assert not after.headers["Location"].startswith(REDIRECT_URI)

@@ -1,7 +1,7 @@
 """Start the dev identity provider (`devidp/server.mjs`) for a test, and sign in through it.
 
-`start_devidp` runs the Node server on a free 127.0.0.1 port and stops it on exit;
-`login_with_password` drives the sign-in form with `requests`, so a test can run the whole
+`start_devidp` runs the Node server on a free 127.0.0.1 port and stops it on exit.
+`login_with_password` fills in the sign-in form with `requests`, so a test can run the whole
 authorization code flow without a browser.
 """
 
