@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.inference.fake_server import FakeInferenceServer
 from tests.segmenter.phantoms import make_chest_phantom
 from tests.segmenter.server import run_segmenter
 
@@ -27,3 +28,12 @@ def slow_segmenter(tmp_path_factory):
 @pytest.fixture(scope="module")
 def chest_phantom():
     return make_chest_phantom()
+
+
+@pytest.fixture
+def fake_server():
+    """A scripted misbehaving inference server on a free loopback port."""
+    server = FakeInferenceServer()
+    server.start()
+    yield server
+    server.stop()
