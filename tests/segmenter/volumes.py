@@ -13,7 +13,7 @@ def write_input_npz(
     *,
     modality: str = "CT",
     categories: tuple[int, ...] = (),
-    **overrides,
+    overrides: dict | None = None,
 ) -> Path:
     """Write ``phantom`` as an uncompressed input NPZ; ``overrides`` replace or add arrays.
 
@@ -25,7 +25,7 @@ def write_input_npz(
         "modality": np.str_(modality),
         "categories": np.asarray(categories, dtype=np.int32),
     }
-    arrays.update(overrides)
+    arrays.update(overrides or {})
     arrays = {key: value for key, value in arrays.items() if value is not None}
     with path.open("wb") as output:
         np.savez(output, **arrays)
