@@ -2,7 +2,7 @@
 
 Run from the repository root: ``python -m bench.segmenter_speed``. Wall time depends on
 the machine, so the script also times a plain numpy pass over the same array (a threshold
-and a sum) and reports the ratio between the two; the ratio moves less between machines.
+and a count) and reports the ratio between the two, which varies less between machines.
 The brief for the segmenter sets a budget of 5 s for this volume on one core.
 """
 

@@ -74,8 +74,8 @@ def create_app(
                 f"the reference segmenter handles CT only, not {volume.modality}",
             )
         requested = set(job.categories) or known_labels
-        wanted = {key: value for key, value in label_values.items() if value in requested}
-        return segment_ct(volume.image, volume.spacing_mm, wanted, on_progress=report_progress)
+        selected = {key: value for key, value in label_values.items() if value in requested}
+        return segment_ct(volume.image, volume.spacing_mm, selected, on_progress=report_progress)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_voxels * 4 + UPLOAD_CHUNK_BYTES
@@ -147,6 +147,7 @@ def create_app(
             idempotency_key=idempotency_key,
             request_fingerprint="",
         )
+
         digest = hashlib.sha256()
         with job.input_path.open("wb") as output:
             while chunk := upload.stream.read(UPLOAD_CHUNK_BYTES):
@@ -154,7 +155,8 @@ def create_app(
                 output.write(chunk)
         digest.update(repr(form_categories).encode())
         job.request_fingerprint = digest.hexdigest()
-        # A repeated request is answered before validating the upload a second time.
+
+        # A repeated request gets the existing job before validating the upload a second time.
         existing = store.find_by_key(idempotency_key, job.request_fingerprint)
         if existing is not None:
             return existing
@@ -162,6 +164,7 @@ def create_app(
             volume = load_volume(job.input_path, max_voxels=max_voxels, known_labels=known_labels)
         except InvalidVolume as error:
             raise ApiError(400, error.code, error.message) from None
+
         categories = volume.categories
         if form_categories is not None:
             if volume.categories and set(volume.categories) != set(form_categories):

@@ -1,7 +1,7 @@
 """Classical CT segmentation by intensity thresholds, connectivity and morphology.
 
 The input is the windowed image of the inference API (window centre 40 HU, width 400 HU, so
-0.0 is -160 HU and 1.0 is 240 HU). Air and lung both clip to 0, so they are told apart by
+0.0 is -160 HU and 1.0 is 240 HU). Air and lung both clip to 0, so they are distinguished by
 connectivity: air outside the body reaches the in-plane border, lungs are large dark
 components inside the body outline, and the airway is a thin dark tube near the centre line.
 The result is deterministic: the same input always gives the same mask.
@@ -62,11 +62,11 @@ def segment_ct(
 ) -> np.ndarray:
     """Segment a windowed CT volume into the requested categories.
 
-    ``image`` is float32 (z, y, x) in 0..1, ``spacing_mm`` is (z, y, x) in mm and
+    ``image`` is float32 (z, y, x) in 0..1 and ``spacing_mm`` is (z, y, x) in mm.
     ``label_values`` maps the category keys to write (``lung``, ``airway``,
-    ``adipose_tissue``, ``soft_tissue``, ``bone``) to their label values; keys left out stay
-    0. Returns a uint8 mask of the image's shape. ``on_progress`` receives a percentage
-    after each stage and may raise to stop the work.
+    ``adipose_tissue``, ``soft_tissue``, ``bone``) to their label values, and categories
+    left out stay 0. Returns a uint8 mask of the image's shape. ``on_progress`` receives a
+    percentage after each stage and may raise to stop the work.
     """
     thresholds = thresholds or Thresholds()
     report = on_progress or (lambda percent: None)

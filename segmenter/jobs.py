@@ -77,7 +77,7 @@ class IdempotencyConflict(Exception):
 class JobStore:
     """Jobs by id and by Idempotency-Key, guarded by one lock.
 
-    NOTE: job records live in memory, so a restarted segmenter forgets its jobs even though
+    NOTE: job records live in memory, so a restarted segmenter loses its jobs even though
     their files remain under the data directory.
     """
 

@@ -26,7 +26,7 @@ class Volume:
     """A validated input volume.
 
     ``image`` is float32 (z, y, x) windowed to 0..1, ``spacing_mm`` is float32 (z, y, x) and
-    ``categories`` holds the requested label values (empty means all).
+    ``categories`` contains the requested label values (empty means all).
     """
 
     image: np.ndarray

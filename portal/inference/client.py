@@ -140,7 +140,8 @@ class InferenceClient:
     def submit(self, npz_path: Path, categories: Sequence[int], *, idempotency_key: str) -> str:
         """Upload an input NPZ and return the provider's job id.
 
-        ``categories`` are label values of the catalogue; empty asks for all. Resending
+        ``categories`` are label values of the catalogue, and an empty sequence requests
+        all of them. Resending
         the same ``idempotency_key`` returns the same job, which is what makes retrying a
         POST safe. Raises ``ValueError`` for unknown categories or an empty key.
         """
@@ -236,11 +237,12 @@ class InferenceClient:
     ) -> InferenceResult:
         """Download and validate the result NPZ of a succeeded job.
 
-        ``categories`` are the label values requested for the job; when omitted, the ones
-        this client submitted are used, or the whole catalogue for a job it did not submit.
-        Raises ``InferenceError`` with code ``inference_bad_response`` when the response is
-        not an NPZ of the right content type and size, holding a uint8 ``mask`` of
-        ``expected_shape_zyx`` and int32 ``labels`` that match the mask and the request.
+        ``categories`` are the label values requested for the job. When they are omitted,
+        the client uses the ones it submitted, or the whole catalogue for a job that it did
+        not submit. Raises ``InferenceError`` with code ``inference_bad_response`` unless
+        the response is an NPZ of the right content type and size that contains a uint8
+        ``mask`` of ``expected_shape_zyx`` and int32 ``labels`` matching the mask and the
+        request.
         """
         _check_job_id(job_id)
         shape_zyx = tuple(int(size) for size in expected_shape_zyx)
@@ -525,6 +527,6 @@ def _parse_result(
     present = {int(value) for value in np.unique(mask)} - {0}
     if present != set(label_values):
         raise _bad_response(
-            "result", f"mask holds labels {sorted(present)} but labels lists {label_values}"
+            "result", f"mask contains label values {sorted(present)} but labels is {label_values}"
         )
     return InferenceResult(mask=mask, labels=tuple(label_values))

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class Reply:
-    """One scripted response; ``delay_s`` sleeps before answering, to cause read timeouts."""
+    """One scripted response; ``delay_s`` delays the reply, to cause read timeouts."""
 
     status: int = 200
     body: bytes = b""
@@ -25,7 +25,7 @@ class ReceivedRequest:
 
 
 class FakeInferenceServer:
-    """Answer each (method, path) with its scripted replies in order, repeating the last.
+    """Reply to each (method, path) with its scripted replies in order, repeating the last.
 
     Paths without a script get 404. Every request is recorded in ``requests``.
     """

@@ -266,7 +266,7 @@ def test_result_wrong_content_type(fake_server):
         ({"mask": np.zeros((4, 6, 6), np.uint8)}, "shape"),
         ({"mask": good_mask().astype(np.int16)}, "dtype"),
         ({"labels": np.array([1, 5], np.int64)}, "int32"),
-        ({"labels": np.array([1], np.int32)}, "mask holds labels"),
+        ({"labels": np.array([1], np.int32)}, "mask contains label values"),
         ({"labels": None}, "lacks"),
     ],
     ids=["mask-shape", "mask-dtype", "labels-dtype", "labels-mismatch", "labels-missing"],

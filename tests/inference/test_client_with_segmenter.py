@@ -155,7 +155,9 @@ def test_wrong_token_rejected_401(segmenter, chest_phantom, tmp_path):
 
 def test_invalid_volume_rejected_400(segmenter, chest_phantom, tmp_path):
     npz_path = write_input_npz(
-        tmp_path / "volume.npz", chest_phantom, image=chest_phantom.image.astype(np.float64)
+        tmp_path / "volume.npz",
+        chest_phantom,
+        overrides={"image": chest_phantom.image.astype(np.float64)},
     )
     with make_client(segmenter) as client:
         with pytest.raises(InferenceError) as caught:

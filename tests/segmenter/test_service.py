@@ -44,14 +44,16 @@ def get(server, path: str):
     )
 
 
-def wait_for_status(server, job_id: str, wanted: str, timeout_s: float = 30.0) -> dict:
+def wait_for_status(server, job_id: str, expected: str, timeout_s: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         document = get(server, f"/v1/jobs/{job_id}").json()
-        if document["status"] == wanted:
+        if document["status"] == expected:
             return document
         time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not reach {wanted}; last {document}")
+    raise AssertionError(
+        f"job {job_id} did not reach status {expected}; last status document: {document}"
+    )
 
 
 def test_health_needs_no_token(segmenter):
