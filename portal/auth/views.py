@@ -21,13 +21,19 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 SUPPORTED_LOCALES = ("pt_BR", "en")
 
 
+def _portal_url(endpoint: str) -> str:
+    """Build an absolute URL from PORTAL_BASE_URL: the provider only accepts registered ones."""
+    settings = current_app.config["PORTAL_SETTINGS"]
+    return settings.portal_base_url + url_for(endpoint)
+
+
 @bp.get("/login")
 def login():
     client = provider()
     if client is None:
         return render_template("auth/error.html", message=_("Sign-in is not configured.")), 503
     session["next"] = safe_next_path(request.args.get("next"))
-    return client.authorize_redirect(url_for("auth.callback", _external=True))
+    return client.authorize_redirect(_portal_url("auth.callback"))
 
 
 @bp.get("/callback")
@@ -70,7 +76,7 @@ def logout():
     logout_user()
     session.clear()
     logger.info("user %s signed out", user_id)
-    return_to = url_for("auth.signed_out", _external=True)
+    return_to = _portal_url("auth.signed_out")
     target = provider_logout_url(settings, return_to=return_to) if provider() else None
     return redirect(target or return_to)
 
