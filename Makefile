@@ -28,7 +28,7 @@ devidp/node_modules/.installed: devidp/package.json devidp/package-lock.json
 	touch $@
 
 translations: venv
-	$(BIN)/pybabel compile --use-fuzzy -f -q -d portal/translations 2>/dev/null || true
+	$(BIN)/pybabel compile -d portal/translations 2>&1 | grep -v '^compiling' || true
 
 # Browser tests drive Debian's Chromium; Playwright's own browser download is never used.
 chromium:

@@ -14,14 +14,16 @@ from huey import Huey, RedisHuey, SqliteHuey
 from portal.config import Settings
 
 
-def build_huey(settings: Settings, *, immediate: bool = False) -> Huey:
+def build_huey(settings: Settings, *, name: str = "portal", immediate: bool = False) -> Huey:
     if settings.redis_url:
-        return RedisHuey("portal", url=settings.redis_url, immediate=immediate)
+        return RedisHuey(name, url=settings.redis_url, immediate=immediate)
     Path(settings.huey_sqlite_path).parent.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey("portal", filename=settings.huey_sqlite_path, immediate=immediate)
+    return SqliteHuey(name, filename=settings.huey_sqlite_path, immediate=immediate)
 
 
 huey = build_huey(
     Settings.from_env(),
+    # A separate name keeps test queues apart from a developer's portal on the same Redis.
+    name=os.environ.get("HUEY_NAME", "portal"),
     immediate=os.environ.get("HUEY_IMMEDIATE", "").lower() in ("1", "true", "yes"),
 )

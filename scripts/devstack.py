@@ -53,11 +53,18 @@ class Stack:
             Service(
                 "storage",
                 [
-                    _rclone(), "serve", "s3", str(s3_root),
-                    "--addr", f"127.0.0.1:{env['S3_PORT']}",
-                    "--auth-key", f"{env['AWS_ACCESS_KEY_ID']},{env['AWS_SECRET_ACCESS_KEY']}",
-                    "--allow-origin", env["PORTAL_BASE_URL"],
-                    "--config", "/dev/null",
+                    _rclone(),
+                    "serve",
+                    "s3",
+                    str(s3_root),
+                    "--addr",
+                    f"127.0.0.1:{env['S3_PORT']}",
+                    "--auth-key",
+                    f"{env['AWS_ACCESS_KEY_ID']},{env['AWS_SECRET_ACCESS_KEY']}",
+                    "--allow-origin",
+                    env["PORTAL_BASE_URL"],
+                    "--config",
+                    "/dev/null",
                 ],
                 int(env["S3_PORT"]),
                 base,
@@ -67,7 +74,8 @@ class Stack:
                 "idp",
                 ["node", str(ROOT / "devidp" / "server.mjs")],
                 int(env["IDP_PORT"]),
-                base | {
+                base
+                | {
                     "DEVIDP_HOST": "127.0.0.1",
                     "DEVIDP_PORT": env["IDP_PORT"],
                     "DEVIDP_ISSUER": env["OIDC_ISSUER"],
@@ -81,11 +89,21 @@ class Stack:
             ),
             Service(
                 "segmenter",
-                [sys.executable, "-m", "segmenter", "--host", "127.0.0.1",
-                 "--port", env["SEGMENTER_PORT"]],
+                [
+                    sys.executable,
+                    "-m",
+                    "segmenter",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    env["SEGMENTER_PORT"],
+                ],
                 int(env["SEGMENTER_PORT"]),
-                base | {"SEGMENTER_TOKEN": env["INFERENCE_API_TOKEN"],
-                        "SEGMENTER_DATA_DIR": str(data_dir / "segmenter")},
+                base
+                | {
+                    "SEGMENTER_TOKEN": env["INFERENCE_API_TOKEN"],
+                    "SEGMENTER_DATA_DIR": str(data_dir / "segmenter"),
+                },
                 self.log_dir / "segmenter.log",
             ),
             Service(
@@ -98,9 +116,18 @@ class Stack:
             Service(
                 "web",
                 [
-                    str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{web_port}",
-                    "--workers", "2", "--threads", "4", "--timeout", "600",
-                    "--graceful-timeout", "20", "wsgi:app",
+                    str(VENV_BIN / "gunicorn"),
+                    "--bind",
+                    f"127.0.0.1:{web_port}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--timeout",
+                    "600",
+                    "--graceful-timeout",
+                    "20",
+                    "wsgi:app",
                 ],
                 web_port,
                 base,
@@ -119,7 +146,11 @@ class Stack:
     def _start(self, service: Service) -> None:
         log = open(service.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
         service.process = subprocess.Popen(
-            service.command, cwd=ROOT, env=service.env, stdout=log, stderr=subprocess.STDOUT,
+            service.command,
+            cwd=ROOT,
+            env=service.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
@@ -135,8 +166,9 @@ class Stack:
                     f"{service.name} keeps exiting (code {service.process.returncode}); "
                     f"see {service.log_path}"
                 )
-            logger.warning("%s exited with code %s; restarting", service.name,
-                           service.process.returncode)
+            logger.warning(
+                "%s exited with code %s; restarting", service.name, service.process.returncode
+            )
             service.restarts += 1
             self._start(service)
             restarted.append(service.name)
@@ -186,14 +218,19 @@ def _wait_for_port(service: Service, timeout_s: float) -> None:
             if sock.connect_ex(("127.0.0.1", service.port)) == 0:
                 return
         time.sleep(0.2)
-    raise TimeoutError(f"{service.name} did not listen on port {service.port}; see {service.log_path}")
+    raise TimeoutError(
+        f"{service.name} did not listen on port {service.port}; see {service.log_path}"
+    )
 
 
 def run_flask(env: Mapping[str, str], *args: str) -> str:
     """Run `flask --app wsgi ARGS` in the stack's environment and return its stdout."""
     result = subprocess.run(
         [str(VENV_BIN / "flask"), "--app", "wsgi", *args],
-        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise RuntimeError(f"flask {' '.join(args)} failed:\n{result.stderr[-3000:]}")

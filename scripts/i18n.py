@@ -30,22 +30,48 @@ def pybabel(*args: str) -> None:
 
 
 def update() -> None:
-    pybabel("extract", "-F", "babel.cfg", "-k", "_l", "-k", "lazy_gettext", "--no-location",
-            "--sort-output", "--omit-header", "-o", str(TEMPLATE), ".")
+    pybabel(
+        "extract",
+        "-F",
+        "babel.cfg",
+        "-k",
+        "_l",
+        "-k",
+        "lazy_gettext",
+        "--no-location",
+        "--sort-output",
+        "--omit-header",
+        "-o",
+        str(TEMPLATE),
+        ".",
+    )
     for locale in LOCALES:
         if catalogue_path(locale).exists():
-            pybabel("update", "-i", str(TEMPLATE), "-d", str(TRANSLATIONS), "-l", locale,
-                    "--no-fuzzy-matching", "--ignore-obsolete", "--omit-header")
+            pybabel(
+                "update",
+                "-i",
+                str(TEMPLATE),
+                "-d",
+                str(TRANSLATIONS),
+                "-l",
+                locale,
+                "--no-fuzzy-matching",
+                "--ignore-obsolete",
+            )
         else:
             pybabel("init", "-i", str(TEMPLATE), "-d", str(TRANSLATIONS), "-l", locale)
-    english_path = catalogue_path("en")
-    with english_path.open("rb") as handle:
-        english = read_po(handle, locale="en")
-    for message in english:
-        if message.id and not message.string:
-            message.string = message.id
-    with english_path.open("wb") as handle:
-        write_po(handle, english, omit_header=True, no_location=True, sort_output=True)
+    for locale in LOCALES:
+        path = catalogue_path(locale)
+        with path.open("rb") as handle:
+            catalogue = read_po(handle, locale=locale)
+        catalogue.fuzzy = False
+        catalogue.project = "Vizier Med portal"
+        if locale == "en":
+            for message in catalogue:
+                if message.id and not message.string:
+                    message.string = message.id
+        with path.open("wb") as handle:
+            write_po(handle, catalogue, no_location=True, sort_output=True)
 
 
 def missing_translations() -> dict[str, list[str]]:

@@ -31,7 +31,9 @@ def only_loopback_connections(monkeypatch):
 
     def check(sock, address):
         if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
-            raise ConnectionRefusedError(f"test tried to connect to {address!r}; only loopback is allowed")
+            raise ConnectionRefusedError(
+                f"test tried to connect to {address!r}; only loopback is allowed"
+            )
 
     def guarded_connect(sock, address):
         check(sock, address)

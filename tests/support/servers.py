@@ -23,8 +23,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, *, process: subprocess.Popen | None = None, timeout_s: float = 30.0,
-                  name: str = "server") -> None:
+def wait_for_port(
+    port: int,
+    *,
+    process: subprocess.Popen | None = None,
+    timeout_s: float = 30.0,
+    name: str = "server",
+) -> None:
     """Wait until something accepts connections on 127.0.0.1:`port`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -69,25 +74,36 @@ def rclone_binary() -> str:
 
 
 @contextlib.contextmanager
-def run_s3_server(root: Path, *, bucket: str = "vizier-test",
-                  allow_origin: str | None = None) -> Iterator[S3Server]:
+def run_s3_server(
+    root: Path, *, bucket: str = "vizier-test", allow_origin: str | None = None
+) -> Iterator[S3Server]:
     """Serve `root` over S3 with `rclone serve s3`; the bucket is a folder inside it."""
     port = free_port()
     access_key_id = "test" + secrets.token_hex(8)
     secret_access_key = secrets.token_hex(20)
     (root / bucket).mkdir(parents=True, exist_ok=True)
     command = [
-        rclone_binary(), "serve", "s3", str(root),
-        "--addr", f"127.0.0.1:{port}",
-        "--auth-key", f"{access_key_id},{secret_access_key}",
-        "--config", "/dev/null",
+        rclone_binary(),
+        "serve",
+        "s3",
+        str(root),
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--auth-key",
+        f"{access_key_id},{secret_access_key}",
+        "--config",
+        "/dev/null",
     ]
     if allow_origin:
         command += ["--allow-origin", allow_origin]
     log_path = root.parent / f"rclone-{port}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "RCLONE_CONFIG": "/dev/null"})
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RCLONE_CONFIG": "/dev/null"},
+        )
     try:
         wait_for_port(port, process=process, name="rclone serve s3")
         yield S3Server(f"http://127.0.0.1:{port}", access_key_id, secret_access_key, bucket, root)

@@ -12,11 +12,14 @@ def auth(token):
 
 
 def upload(client, token, data=SMALL_ZIP, **form):
-    return post_multipart(client, "/api/studies/",
-                          {"file": (io.BytesIO(data), "study.zip"), **form}, auth(token))
+    return post_multipart(
+        client, "/api/studies/", {"file": (io.BytesIO(data), "study.zip"), **form}, auth(token)
+    )
 
 
-def test_upload_creates_study_and_queues_attempt(client, make_clinic, make_api_key, queued, app, s3_server):
+def test_upload_creates_study_and_queues_attempt(
+    client, make_clinic, make_api_key, queued, app, s3_server
+):
     token = make_api_key(make_clinic())
     response = upload(client, token, categories=["lung", "bone"])
     assert response.status_code == 202
@@ -24,13 +27,16 @@ def test_upload_creates_study_and_queues_attempt(client, make_clinic, make_api_k
     assert body["status"] == "uploaded"
     assert body["categories"] == ["lung", "bone"]
     assert len(queued) == 1
-    from portal.studies.models import Study
     from portal.extensions import db
+    from portal.studies.models import Study
 
     with app.app_context():
         study = db.session.get(Study, __import__("uuid").UUID(body["id"]))
         upload_artifact = study.artifacts[0]
-        assert upload_artifact.storage_key == f"clinics/{study.clinic_id}/studies/{study.id}/upload.zip"
+        assert (
+            upload_artifact.storage_key
+            == f"clinics/{study.clinic_id}/studies/{study.id}/upload.zip"
+        )
     stored = s3_server.root / s3_server.bucket / upload_artifact.storage_key
     assert stored.read_bytes() == SMALL_ZIP
 
@@ -111,8 +117,9 @@ def test_failed_study_error_follows_accept_language(client, app, make_clinic, ma
         attempt = db.session.get(Study, UUID(study_id)).latest_attempt
         attempt.fail("no_dicom_found")
         db.session.commit()
-    english = client.get(f"/api/studies/{study_id}/status/",
-                         headers=auth(token) | {"Accept-Language": "en"}).get_json()
+    english = client.get(
+        f"/api/studies/{study_id}/status/", headers=auth(token) | {"Accept-Language": "en"}
+    ).get_json()
     portuguese = client.get(f"/api/studies/{study_id}/status/", headers=auth(token)).get_json()
     assert english["error"]["code"] == "no_dicom_found"
     assert english["error"]["message"].startswith("No DICOM image was found")
@@ -129,8 +136,11 @@ def test_upload_over_limit_is_413_with_limit(client, make_app, make_clinic, make
     with app.app_context():
         _key, token = create_api_key(create_clinic("Clínica Limite", seat_limit=1), name="RIS")
         db.session.commit()
-    response = upload(small_client, token, data=b"PK" + b"\0" * (3 * 1024 * 1024),
-                      )
+    response = upload(
+        small_client,
+        token,
+        data=b"PK" + b"\0" * (3 * 1024 * 1024),
+    )
     assert response.status_code == 413
     body = response.get_json()
     assert body["code"] == "upload_too_large"
@@ -142,15 +152,24 @@ def test_upload_over_limit_is_413_with_limit(client, make_app, make_clinic, make
 
 
 def upload_lang(client, token, language):
-    return post_multipart(client, "/api/studies/",
-                          {"file": (io.BytesIO(b"\0" * (2 * 1024 * 1024)), "study.zip")},
-                          auth(token) | {"Accept-Language": language})
+    return post_multipart(
+        client,
+        "/api/studies/",
+        {"file": (io.BytesIO(b"\0" * (2 * 1024 * 1024)), "study.zip")},
+        auth(token) | {"Accept-Language": language},
+    )
 
 
 def test_categories_endpoint_follows_language(client):
     english = client.get("/api/auth/categories/", headers={"Accept-Language": "en"}).get_json()
     portuguese = client.get("/api/auth/categories/").get_json()
-    assert [c["key"] for c in english] == ["lung", "airway", "adipose_tissue", "soft_tissue", "bone"]
+    assert [c["key"] for c in english] == [
+        "lung",
+        "airway",
+        "adipose_tissue",
+        "soft_tissue",
+        "bone",
+    ]
     assert english[0]["name"] == "Lungs"
     assert portuguese[0]["name"] == "Pulmões"
     assert all(c["color"].startswith("#") and len(c["color"]) == 7 for c in english)

@@ -8,9 +8,15 @@ from tests.web.conftest import post_multipart, zip_bytes
 
 def upload_page(client, data=None, categories=("lung", "bone"), language=None):
     headers = {"Accept-Language": language} if language else {}
-    return post_multipart(client, "/studies/new",
-                          {"file": (io.BytesIO(data or zip_bytes({"a": b"b"})), "estudo.zip"),
-                           "categories": list(categories)}, headers)
+    return post_multipart(
+        client,
+        "/studies/new",
+        {
+            "file": (io.BytesIO(data or zip_bytes({"a": b"b"})), "estudo.zip"),
+            "categories": list(categories),
+        },
+        headers,
+    )
 
 
 def test_anonymous_is_sent_to_sign_in(client):
@@ -38,7 +44,7 @@ def test_upload_form_preselects_every_category(client, make_clinic, make_user, l
     login(make_user(make_clinic()))
     page = client.get("/studies/new").get_data(as_text=True)
     for key in ("lung", "airway", "adipose_tissue", "soft_tissue", "bone"):
-        assert f'value="{key}" checked' in page or f'checked id="categories-' in page
+        assert f'value="{key}" checked' in page or 'checked id="categories-' in page
     assert page.count("checked") == 5
 
 
@@ -55,9 +61,12 @@ def test_upload_page_creates_study_and_redirects(client, make_clinic, make_user,
 
 def test_upload_page_rejects_non_zip_name(client, make_clinic, make_user, login, queued):
     login(make_user(make_clinic()))
-    response = client.post("/studies/new", data={"file": (io.BytesIO(b"x"), "scan.dcm"),
-                                                 "categories": ["lung"]},
-                           content_type="multipart/form-data", headers={"Accept-Language": "en"})
+    response = client.post(
+        "/studies/new",
+        data={"file": (io.BytesIO(b"x"), "scan.dcm"), "categories": ["lung"]},
+        content_type="multipart/form-data",
+        headers={"Accept-Language": "en"},
+    )
     assert response.status_code == 400
     assert "must be a ZIP archive" in response.get_data(as_text=True)
     assert queued == []
@@ -67,12 +76,15 @@ def test_upload_page_over_limit_is_413(client, make_clinic, make_user, login, qu
     login(make_user(make_clinic()))
     response = upload_page(client, data=b"\0" * (6 * 1024 * 1024), language="en")
     assert response.status_code == 413
-    assert "5 MiB" in response.get_data(as_text=True) or "5.0 MiB" in response.get_data(as_text=True)
+    assert "5 MiB" in response.get_data(as_text=True) or "5.0 MiB" in response.get_data(
+        as_text=True
+    )
     assert queued == []
 
 
-def test_status_partial_stops_polling_when_terminal(app, client, make_clinic, make_user, login,
-                                                    queued):
+def test_status_partial_stops_polling_when_terminal(
+    app, client, make_clinic, make_user, login, queued
+):
     login(make_user(make_clinic()))
     study_path = upload_page(client).headers["Location"]
     study_id = uuid.UUID(study_path.rsplit("/", 1)[1])
