@@ -15,7 +15,9 @@ from tests.support.stack import running_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-DEMO_ACCOUNTS = json.loads(open("portal/data/demo_accounts.json", encoding="utf-8").read())
+from portal.clinics.services import DEMO_ACCOUNTS_PATH
+
+DEMO_ACCOUNTS = json.loads(DEMO_ACCOUNTS_PATH.read_text(encoding="utf-8"))
 STUDY_ZIP = "ct_philips_phantom_study_localizer_2tilted_axial_summary.zip"
 
 
@@ -52,6 +54,8 @@ def test_doctor_signs_in_uploads_and_views(tmp_path, shared_dicom_dir):
         assert page.locator("#legend li").count() >= 2
         page.wait_for_timeout(1500)
 
+        # Kept with the test's files for a person to look at when the test fails.
+        page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
         pixels = canvas_pixels(page)
         red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
         spread = pixels.max(axis=2) - pixels.min(axis=2)
