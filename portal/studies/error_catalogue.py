@@ -40,6 +40,18 @@ STUDY_ERROR_MESSAGES = {
         "The chosen series has missing slices, so it cannot be used as one volume. Export the "
         "complete series again."
     ),
+    "series_not_usable": _l(
+        "The requested series cannot be converted into a volume. Choose another series of "
+        "the study report."
+    ),
+    "inconsistent_geometry": _l(
+        "The slices of the chosen series do not form one volume (they differ in orientation, "
+        "size or acquisition). Export a single acquisition of the series."
+    ),
+    "unsupported_modality": _l(
+        "The study's images are of a modality the portal does not process. Upload a CT or MR "
+        "study."
+    ),
     "pixel_decode_failed": _l(
         "The images of the chosen series could not be decoded. Export the study again, "
         "preferably without compression."
