@@ -29,7 +29,7 @@ IN_PLANE_SQUARE[1] = True
 class Thresholds:
     """Intensity limits in HU and size limits of the segmentation."""
 
-    #: Voxels at or below this are air or lung; the window clips everything under -160 HU.
+    #: Voxels at or below this are air or lung, because the window clips everything under -160 HU.
     dark_max_hu: float = -140.0
     adipose_max_hu: float = -30.0
     bone_min_hu: float = 200.0
@@ -41,9 +41,9 @@ class Thresholds:
     airway_max_offset_fraction: float = 0.15
     airway_min_length_mm: float = 20.0
     lung_min_volume_mm3: float = 20_000.0
-    #: A second lung component must hold at least this fraction of the largest one.
+    #: A second lung component must contain at least this fraction of the largest one.
     lung_second_min_fraction: float = 0.2
-    #: Body components other than the largest must hold at least this fraction of it.
+    #: Body components other than the largest must contain at least this fraction of it.
     body_part_min_fraction: float = 0.1
 
 
@@ -81,15 +81,17 @@ def segment_ct(
     lung = find_lungs(dark_inside & ~airway, spacing_mm, thresholds=thresholds)
     report(70)
 
-    air_organs = lung | airway
-    adipose_band = (image > hu_to_window(thresholds.dark_max_hu)) & (
-        image <= hu_to_window(thresholds.adipose_max_hu)
-    )
+    # Fat sits about 40 HU above the dark threshold and 70 HU below soft tissue, so noise
+    # speckles both borders. A 3 x 3 in-plane mean decides them instead. Air, lung and bone
+    # use the unfiltered image, because the mean would blur their thin high-contrast edges.
+    smoothed = ndimage.uniform_filter(image, size=(1, 3, 3), mode="nearest")
+    tissue = body & (smoothed > hu_to_window(thresholds.dark_max_hu)) & ~lung & ~airway
+    is_adipose_value = smoothed <= hu_to_window(thresholds.adipose_max_hu)
     # The opening removes the one-voxel rims of partial volume at air/tissue borders,
     # which fall in the adipose band without being fat.
-    adipose = ndimage.binary_opening(adipose_band & body & ~air_organs, structure=IN_PLANE_CROSS)
-    bone = body & (image >= hu_to_window(thresholds.bone_min_hu)) & ~air_organs
-    soft_tissue = body & ~air_organs & (image > hu_to_window(thresholds.adipose_max_hu)) & ~bone
+    adipose = ndimage.binary_opening(tissue & is_adipose_value, structure=IN_PLANE_CROSS)
+    bone = tissue & (image >= hu_to_window(thresholds.bone_min_hu))
+    soft_tissue = tissue & ~is_adipose_value & ~bone
     report(90)
 
     mask = np.zeros(image.shape, dtype=np.uint8)
@@ -129,7 +131,7 @@ def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
 
 
 def find_body(tissue: np.ndarray, *, thresholds: Thresholds) -> np.ndarray:
-    """Return the body: the largest 3D component of filled tissue, plus large other parts.
+    """Find the body: the largest 3D component of filled tissue, plus large other parts.
 
     NOTE: the CT table or a positioning cushion that touches the body, or that is larger
     than ``body_part_min_fraction`` of it, is kept as body.
@@ -153,7 +155,7 @@ def find_airway(
     *,
     thresholds: Thresholds,
 ) -> np.ndarray:
-    """Return the trachea and main bronchi: thin dark tubes near the body's centre line.
+    """Find the trachea and main bronchi: thin dark tubes near the body's centre line.
 
     A slice's dark component is a candidate when its area fits an airway cross-section and
     its centroid lies near the body's left-right centre. Candidates linked across slices
@@ -209,7 +211,7 @@ def find_airway(
 def find_lungs(
     dark_candidates: np.ndarray, spacing_mm: np.ndarray, *, thresholds: Thresholds
 ) -> np.ndarray:
-    """Return the lungs: the one or two largest dark components inside the body.
+    """Find the lungs: the one or two largest dark components inside the body.
 
     Vessels inside the lung are soft-tissue dense, so holes are filled slice by slice.
 

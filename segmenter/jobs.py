@@ -18,7 +18,6 @@ RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
-TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 
 class JobCancelled(Exception):

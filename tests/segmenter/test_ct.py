@@ -42,6 +42,18 @@ def test_regions_get_their_labels(phantom, full_mask):
     assert core_share(full_mask, phantom.outside, 0) > 0.99
 
 
+def test_noisy_phantom_keeps_fat():
+    # Noise of 30 HU puts about 9 % of -100 HU fat voxels below the -140 HU dark threshold.
+    noisy = make_chest_phantom(noise_hu=30.0, seed=11)
+    mask = segment_ct(noisy.image, noisy.spacing_mm, LABEL_VALUES)
+
+    assert core_share(mask, noisy.adipose, LABEL_VALUES["adipose_tissue"]) > 0.9
+    assert core_share(mask, noisy.soft_tissue, LABEL_VALUES["soft_tissue"]) > 0.99
+    assert core_share(mask, noisy.lungs, LABEL_VALUES["lung"]) > 0.99
+    assert core_share(mask, noisy.bone, LABEL_VALUES["bone"]) > 0.99
+    assert core_share(mask, noisy.outside, 0) > 0.99
+
+
 def test_airway_not_labelled_lung(phantom, full_mask):
     airway_values = full_mask[ndimage.binary_erosion(phantom.airway)]
 
