@@ -12,7 +12,9 @@ if config.config_file_name and not logging.getLogger().handlers:
 logger = logging.getLogger("alembic.env")
 
 database = current_app.extensions["migrate"].db
-config.set_main_option("sqlalchemy.url", database.engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+config.set_main_option(
+    "sqlalchemy.url", database.engine.url.render_as_string(hide_password=False).replace("%", "%%")
+)
 
 
 def run_migrations_offline():
@@ -35,7 +37,9 @@ def run_migrations_online():
     configure_args = dict(current_app.extensions["migrate"].configure_args)
     configure_args.setdefault("process_revision_directives", skip_empty_revision)
     with database.engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=database.metadata, **configure_args)
+        context.configure(
+            connection=connection, target_metadata=database.metadata, **configure_args
+        )
         with context.begin_transaction():
             context.run_migrations()
 

@@ -48,7 +48,7 @@ def _parse_float(name: str, raw: str) -> float:
 
 
 def _parse_hw(name: str, raw: str) -> tuple[int, int]:
-    parts = [p for p in raw.replace("(", " ").replace(")", " ").replace(",", " ").split() if p]
+    parts = raw.translate(str.maketrans("()[],", "     ")).split()
     if len(parts) != 2:
         raise ConfigurationError(f"{name}={raw!r} must be two integers such as (512, 512)")
     height, width = (_parse_int(name, p) for p in parts)

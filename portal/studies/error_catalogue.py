@@ -49,8 +49,7 @@ STUDY_ERROR_MESSAGES = {
         "size or acquisition). Export a single acquisition of the series."
     ),
     "unsupported_modality": _l(
-        "The study's images are of a modality the portal does not process. Upload a CT or MR "
-        "study."
+        "The study's images are of a modality the portal does not process. Upload a CT or MR study."
     ),
     "pixel_decode_failed": _l(
         "The images of the chosen series could not be decoded. Export the study again, "

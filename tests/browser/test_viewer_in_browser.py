@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from portal.clinics.services import DEMO_ACCOUNTS_PATH
 from scripts.devstack import run_flask
 from tests.support.browser import chromium_page
 from tests.support.stack import running_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
-
-from portal.clinics.services import DEMO_ACCOUNTS_PATH
 
 DEMO_ACCOUNTS = json.loads(DEMO_ACCOUNTS_PATH.read_text(encoding="utf-8"))
 STUDY_ZIP = "ct_philips_phantom_study_localizer_2tilted_axial_summary.zip"
@@ -73,3 +72,11 @@ def test_doctor_signs_in_uploads_and_views(tmp_path, shared_dicom_dir):
         assert (hidden_spread >= 60).sum() < coloured.sum() / 10
         assert ((hidden_spread <= 6) & (hidden[..., 0] > 40)).sum() > 5000
         assert red.shape == green.shape == blue.shape
+
+        # Signing out ends the portal session and the provider's, so the next visit asks
+        # for the password again instead of signing in silently.
+        page.click("button:has-text('Sair')")
+        page.wait_for_url(base_url + "/auth/signed-out")
+        page.goto(base_url + "/studies/")
+        assert page.url.startswith(stack.env["OIDC_ISSUER"])
+        assert page.locator("#password").count() == 1
