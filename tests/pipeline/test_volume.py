@@ -288,3 +288,14 @@ def test_replace_keeps_spec_defaults():
     spec = replace(SeriesSpec(), slice_count=3)
 
     assert spec.positions_lps().shape == (3, 3)
+
+
+def test_files_without_preamble_decode(make_zip, tmp_path):
+    spec = SeriesSpec(slice_count=4)
+    members = series_members(build_series(spec), suffix=".IMA", preamble=False)
+    index = discover_series(read_archive(make_zip(members), tmp_path / "members"))
+
+    volume = load_volume(choose_series(index))
+
+    for k in range(spec.slice_count):
+        np.testing.assert_array_equal(volume.hu_zyx[k], spec.expected_hu(k))
