@@ -69,7 +69,8 @@ def test_npz_holds_exactly_the_inference_arrays(ct_study, work_dir):
         image = npz["image"]
         assert image.dtype == np.float32
         assert image.shape == (16, 48, 40)
-        assert 0.0 <= image.min() and image.max() <= 1.0
+        assert image.min() >= 0.0
+        assert image.max() <= 1.0
         assert npz["spacing_mm"].dtype == np.float32
         np.testing.assert_allclose(npz["spacing_mm"], result.spacing_mm, rtol=1e-6)
         assert npz["modality"].dtype.kind == "U"
@@ -90,7 +91,7 @@ def test_npz_window_matches_nifti_hu(ct_study, work_dir):
     with np.load(result.npz_path) as npz:
         image_xyz = npz["image"].transpose(2, 1, 0)
     expected = np.clip((hu_xyz + 1000.0) / 2000.0, 0.0, 1.0)
-    # The NIfTI holds rounded HU, so the window agrees to half a HU over the width.
+    # The NIfTI contains rounded HU, so the window agrees to half a HU over the width.
     np.testing.assert_allclose(image_xyz, expected, atol=0.5 / 2000.0 + 1e-6)
 
 
@@ -106,7 +107,7 @@ def test_nifti_image_and_mask_share_the_npz_grid(ct_study, work_dir):
     assert mask.shape == image.shape
     np.testing.assert_allclose(image.affine, result.affine_ras, atol=1e-5)
     np.testing.assert_array_equal(mask.affine, image.affine)
-    # The cube (+1000 HU) is where the mask says, in RAS: LPS (4, -2, 10) -> RAS (-4, 2, 10).
+    # The mask covers the +1000 HU cube at LPS (4, -2, 10), which is RAS (-4, 2, 10).
     centroid = ras_centroid(np.asanyarray(mask.dataobj).transpose(2, 1, 0) > 0, mask.affine)
     np.testing.assert_allclose(centroid, [-4.0, 2.0, 10.0], atol=0.5)
 
