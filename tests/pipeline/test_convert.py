@@ -202,6 +202,11 @@ def test_uids_are_read_from_the_sources():
     assert isinstance(datasets[0], pydicom.Dataset)
 
 
+def test_rejects_empty_target_grid(ct_study, work_dir):
+    with pytest.raises(ValueError, match="target grid"):
+        convert_study(ct_study[0], work_dir, target_hw=(0, 512))
+
+
 def test_error_codes_are_stable_and_unique():
     codes = list(ERROR_CODES)
 
