@@ -75,10 +75,14 @@ def convert_study(
     ------
     PipelineError
         A subclass with a stable `code` for each way the study can fail.
+    ValueError
+        `target_hw` or `target_slices` is not positive.
     """
+    target_shape_zyx = (int(target_slices), int(target_hw[0]), int(target_hw[1]))
+    if min(target_shape_zyx) < 1:
+        raise ValueError(f"target grid must be positive, got {target_shape_zyx} (z, y, x)")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    target_shape_zyx = (int(target_slices), int(target_hw[0]), int(target_hw[1]))
 
     with tempfile.TemporaryDirectory(prefix="members-", dir=work_dir) as members_dir:
         index = _index_study(Path(zip_path), Path(members_dir), limits)

@@ -2,9 +2,9 @@
 
 A `PipelineError` carries its `code` (snake_case, never changes once published) and a
 `params` dict of the values its message template refers to. The English message is built
-from `message_template`; a translated page rebuilds it from the code and the params, so
-the params hold only plain numbers and short strings, never a patient identifier, a UID
-or a ZIP member name (members are referred to by their index in the archive).
+from `message_template`. A translated page rebuilds it from the code and the params, so
+the params contain only plain numbers and short strings. They never contain a patient
+identifier, a UID or a ZIP member name: members are named by their index in the archive.
 """
 
 from __future__ import annotations
@@ -95,11 +95,15 @@ class SeriesNotFound(PipelineError):
 
 
 class SeriesNotUsable(PipelineError):
-    """The series the caller asked for exists but cannot be converted."""
+    """The series the caller requested exists but cannot be converted.
+
+    `reason_code` is the candidate's skip reason, one of the keys of
+    `portal.pipeline.series.REASON_TEXTS` (localizer, secondary_capture, ...).
+    """
 
     code = "series_not_usable"
     message_template = (
-        "The series {series_id} cannot be converted: {reason_text} Choose another series."
+        "The series {series_id} cannot be converted ({reason_code}). Choose another series."
     )
 
 
@@ -134,7 +138,7 @@ class PixelDecodeFailed(PipelineError):
 
 
 class UnsupportedModality(PipelineError):
-    """The study holds images, but of a modality the segmenter does not take."""
+    """The study contains images, but of a modality other than CT and MR."""
 
     code = "unsupported_modality"
     message_template = "The image series are of modality {modality}; only CT and MR are supported."

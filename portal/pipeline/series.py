@@ -2,9 +2,9 @@
 
 Files are grouped by (0020,000E) Series Instance UID and split further when one series
 mixes orientations, matrix sizes or pixel spacings, because each group must form one
-volume. Every group becomes a `SeriesCandidate` with a stable `series_id`: the first 12 hex
-digits of the SHA-256 of the UID and the split key, so the same ZIP always gives the same
-ids and the id does not reveal the UID.
+volume. Every group becomes a `SeriesCandidate` with a stable `series_id`, the first 12 hex
+digits of the SHA-256 of the UID and the split key. The same ZIP always gives the same ids,
+and an id does not reveal the UID.
 
 Choice rule (`choose_series`): among usable CT and MR volumes, take the one with the most
 distinct slice positions; break ties by the smallest median slice step, then by the
@@ -227,7 +227,8 @@ def choose_series(index: StudyIndex, series_id: str | None = None) -> SeriesCand
     SeriesNotUsable
         `series_id` names a candidate that is skipped (a localizer, for instance).
     SliceGap, UnsupportedModality
-        Nothing is usable and the largest image series was skipped for that reason.
+        The forced series, or when nothing is usable the largest image series, was skipped
+        for that reason.
     NoUsableSeries
         Nothing is usable for any other reason.
     """
@@ -244,7 +245,7 @@ def choose_series(index: StudyIndex, series_id: str | None = None) -> SeriesCand
             raise SeriesNotFound(series_id=series_id)
         chosen = matches[0]
         if not chosen.is_usable:
-            raise SeriesNotUsable(series_id=series_id, reason_text=chosen.reason_text)
+            _raise_for_skipped(chosen)
         chosen_code = "chosen_forced"
     else:
         if not usable:
@@ -261,6 +262,15 @@ def choose_series(index: StudyIndex, series_id: str | None = None) -> SeriesCand
     chosen.chosen = True
     logger.info("Chose series %s (%s)", chosen.series_id, chosen_code)
     return chosen
+
+
+def _raise_for_skipped(candidate: SeriesCandidate) -> None:
+    """Raise the error for a series the caller forced although it is skipped."""
+    if candidate.reason_code == "slice_gap":
+        raise SliceGap(gap_mm=candidate.stack.max_step_mm, step_mm=candidate.stack.median_step_mm)
+    if candidate.reason_code == "unsupported_modality":
+        raise UnsupportedModality(modality=candidate.modality or "unknown")
+    raise SeriesNotUsable(series_id=candidate.series_id, reason_code=candidate.reason_code)
 
 
 def _raise_for_no_usable_series(candidates: Sequence[SeriesCandidate]) -> None:

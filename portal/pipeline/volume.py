@@ -163,9 +163,11 @@ def _decode_slices(slices: tuple[SliceHeader, ...], modality: str) -> list[np.nd
     for path, positions in by_path.items():
         member_index = slices[positions[0]].member_index
         dataset, frames = _read_pixels(path, member_index)
+        if frames.ndim == 2:
+            frames = frames[np.newaxis]  # pydicom drops the frame axis of a single frame
         for position in positions:
             header = slices[position]
-            stored = frames if header.frame_index is None else frames[header.frame_index]
+            stored = frames[header.frame_index or 0]
             if stored.shape != (header.rows, header.columns):
                 raise PixelDecodeFailed(
                     member_index=member_index, transfer_syntax="unexpected frame shape"

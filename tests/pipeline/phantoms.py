@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
+    JPEGLosslessSV1,
     MRImageStorage,
     SecondaryCaptureImageStorage,
     generate_uid,
@@ -204,6 +206,60 @@ def _set_pixels(ds: Dataset, stored: np.ndarray, bits_stored: int) -> None:
     ds.PixelData = stored.tobytes()
 
 
+def enhanced_multiframe(spec: SeriesSpec) -> Dataset:
+    """Put the slices of `spec` into one Enhanced CT object, with geometry in functional groups.
+
+    Rescale and orientation sit in the shared groups, positions in the per-frame groups, and
+    the frames are stored in reverse order of position.
+    """
+    ds = _base_dataset(spec.modality, "1.2.840.10008.5.1.4.1.1.2.1")
+    ds.SeriesInstanceUID = spec.series_uid
+    ds.SeriesNumber = spec.series_number
+    ds.SeriesDescription = spec.series_description
+    ds.ImageType = list(spec.image_type)
+    ds.NumberOfFrames = spec.slice_count
+
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing = [f"{value:.6f}" for value in spec.pixel_spacing_mm]
+    measures.SliceThickness = 1.0
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [f"{value:.7f}" for value in spec.orientation]
+    transformation = Dataset()
+    transformation.RescaleSlope = f"{spec.rescale_slope:g}"
+    transformation.RescaleIntercept = f"{spec.rescale_intercept:g}"
+    transformation.RescaleType = "HU"
+    shared.PixelMeasuresSequence = [measures]
+    shared.PlaneOrientationSequence = [orientation]
+    shared.PixelValueTransformationSequence = [transformation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+
+    frame_order = list(reversed(range(spec.slice_count)))
+    per_frame = []
+    for k in frame_order:
+        position = Dataset()
+        position.ImagePositionPatient = [f"{value:.6f}" for value in spec.positions_lps()[k]]
+        group = Dataset()
+        group.PlanePositionSequence = [position]
+        per_frame.append(group)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+
+    frames = np.stack([spec.stored_values(k) for k in frame_order])
+    _set_pixels(ds, frames[0], bits_stored=12 if spec.encoding == "uint16" else 16)
+    ds.PixelData = frames.tobytes()
+    return ds
+
+
+def jpeg_lossless_with_damaged_frames(spec: SeriesSpec) -> list[Dataset]:
+    """Return the slices of `spec` labelled JPEG Lossless but holding bytes no codec decodes."""
+    datasets = build_series(spec)
+    for ds in datasets:
+        ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+        ds.PixelData = encapsulate([b"\xff\xd8" + b"\x00" * 64])
+        ds["PixelData"].VR = "OB"
+    return datasets
+
+
 def structured_report() -> Dataset:
     """A Basic Text SR without pixel data, in its own series."""
     ds = _base_dataset("SR", "1.2.840.10008.5.1.4.1.1.88.11")
@@ -283,7 +339,7 @@ class ZipMember:
 
 
 def write_zip(path: Path, members: Sequence[ZipMember]) -> Path:
-    """Write a ZIP of `members` in the given order (deflated unless told otherwise)."""
+    """Write a ZIP of `members` in the given order, deflated unless `compress` is false."""
     with zipfile.ZipFile(path, "w") as archive:
         for member in members:
             info = member.info or zipfile.ZipInfo(member.name, date_time=(2020, 1, 1, 0, 0, 0))

@@ -119,7 +119,7 @@ def test_rejects_symlink_member(make_zip, tmp_path):
 
 def test_rejects_encrypted_member(make_zip, tmp_path):
     # zipfile cannot encrypt and clears the flag when writing, so the flag bit is patched in
-    # the second member's local header and central directory record; readers act on it.
+    # the second member's local header and central directory record. Readers act on the flag.
     zip_path = make_zip([_member("study/IM1"), _member("study/IM2")])
     raw = bytearray(zip_path.read_bytes())
     second_local = raw.index(b"PK\x03\x04", 4)

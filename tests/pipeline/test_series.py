@@ -181,7 +181,16 @@ def test_forcing_a_localizer_raises(make_zip, tmp_path):
         choose_series(index, scout_id)
 
     assert caught.value.code == "series_not_usable"
-    assert caught.value.params["series_id"] == scout_id
+    assert caught.value.params == {"series_id": scout_id, "reason_code": "localizer"}
+
+
+def test_forcing_a_gap_series_raises_slice_gap(make_zip, tmp_path):
+    gap = SeriesSpec(slice_count=6, steps_mm=[1.0, 1.0, 3.5, 1.0, 1.0], series_number=5)
+    members = series_members(build_series(gap), "G") + series_members(build_series(SeriesSpec()))
+    index = _index(make_zip(members), tmp_path)
+
+    with pytest.raises(SliceGap):
+        choose_series(index, _by_number(index)[5].series_id)
 
 
 def test_only_non_images_raise_no_usable_series(make_zip, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from portal.pipeline import (
     InconsistentGeometry,
+    PixelDecodeFailed,
     SliceGap,
     choose_series,
     discover_series,
@@ -21,8 +22,12 @@ from tests.pipeline.phantoms import (
     CORONAL,
     SAGITTAL,
     SeriesSpec,
+    ZipMember,
     build_series,
     cube_field,
+    dicom_bytes,
+    enhanced_multiframe,
+    jpeg_lossless_with_damaged_frames,
     mr_spec,
     series_members,
     tilted_axial,
@@ -276,8 +281,8 @@ def test_mr_sagittal_geometry(load):
 def _interior_pixels(spec: SeriesSpec, border: int = 1) -> np.ndarray:
     """Return a mask, in `_stored_pixel_points` order, of pixels off the slice borders.
 
-    Near its border, a tilted slice's neighbours do not cover the same region, so values
-    there mix in the fill of the uncovered region; only interior pixels must match.
+    Near its border, a tilted slice's neighbours do not cover the same region. Values there
+    mix in the fill of the uncovered region, so only interior pixels must match.
     """
     interior = np.zeros((spec.rows, spec.columns), dtype=bool)
     interior[border:-border, border:-border] = True
@@ -288,3 +293,59 @@ def test_replace_keeps_spec_defaults():
     spec = replace(SeriesSpec(), slice_count=3)
 
     assert spec.positions_lps().shape == (3, 3)
+
+
+def test_files_without_preamble_decode(make_zip, tmp_path):
+    spec = SeriesSpec(slice_count=4)
+    members = series_members(build_series(spec), suffix=".IMA", preamble=False)
+    index = discover_series(read_archive(make_zip(members), tmp_path / "members"))
+
+    volume = load_volume(choose_series(index))
+
+    for k in range(spec.slice_count):
+        np.testing.assert_array_equal(volume.hu_zyx[k], spec.expected_hu(k))
+
+
+def test_enhanced_multiframe_uses_functional_groups(make_zip, tmp_path):
+    spec = SeriesSpec(orientation=CORONAL, rescale_slope=0.5, rescale_intercept=-1000.0)
+    member = ZipMember("S/ENHANCED", dicom_bytes(enhanced_multiframe(spec)))
+    index = discover_series(read_archive(make_zip([member]), tmp_path / "members"))
+
+    volume = load_volume(choose_series(index))
+
+    assert index.candidates[0].slice_count == spec.slice_count
+    points, expected = _stored_pixel_points(spec)
+    values, inside = sample_at_world(volume.hu_zyx, volume.affine_ras, points)
+    assert inside.all()
+    np.testing.assert_allclose(values, expected, atol=1e-3)
+
+
+def test_single_frame_enhanced_object_decodes(make_zip, tmp_path):
+    spec = SeriesSpec(slice_count=2)
+    members = [
+        ZipMember(
+            f"S/FRAME{k}",
+            dicom_bytes(
+                enhanced_multiframe(
+                    replace(spec, slice_count=1, origin_lps=tuple(spec.positions_lps()[k]))
+                )
+            ),
+        )
+        for k in range(2)
+    ]
+    index = discover_series(read_archive(make_zip(members), tmp_path / "members"))
+
+    volume = load_volume(choose_series(index))
+
+    np.testing.assert_array_equal(volume.hu_zyx[1], spec.expected_hu(1))
+
+
+def test_undecodable_pixel_data_raises(load):
+    datasets = jpeg_lossless_with_damaged_frames(SeriesSpec(slice_count=4))
+
+    with pytest.raises(PixelDecodeFailed) as caught:
+        load(datasets)
+
+    assert caught.value.code == "pixel_decode_failed"
+    assert caught.value.params["member_index"] in range(4)
+    assert "JPEG Lossless" in caught.value.params["transfer_syntax"]
