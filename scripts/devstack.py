@@ -215,8 +215,16 @@ def _wait_for_port(service: Service, timeout_s: float) -> None:
             )
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.5)
-            if sock.connect_ex(("127.0.0.1", service.port)) == 0:
-                return
+            listening = sock.connect_ex(("127.0.0.1", service.port)) == 0
+        if listening:
+            # A process that could not bind exits at once; then another program owns the port.
+            time.sleep(0.5)
+            if service.process.poll() is not None:
+                raise RuntimeError(
+                    f"{service.name} exited with code {service.process.returncode}: port "
+                    f"{service.port} is probably used by another program; see {service.log_path}"
+                )
+            return
         time.sleep(0.2)
     raise TimeoutError(
         f"{service.name} did not listen on port {service.port}; see {service.log_path}"

@@ -63,6 +63,31 @@ class S3Server:
     root: Path
 
 
+def check_s3_server(server: S3Server) -> None:
+    """Fail unless the server on the port is ours: it must accept our keys and have our bucket.
+
+    Another process on the machine can take a free port between the pick and the bind, and
+    its server would then answer in ours' place.
+    """
+    from portal.config import Settings
+    from portal.storage import Storage
+
+    settings = Settings(
+        secret_key="probe",
+        s3_bucket=server.bucket,
+        s3_endpoint_url=server.endpoint_url,
+        s3_public_endpoint_url=server.endpoint_url,
+        aws_region="us-east-1",
+        aws_access_key_id=server.access_key_id,
+        aws_secret_access_key=server.secret_access_key,
+    )
+    if not Storage(settings).ping():
+        raise RuntimeError(
+            f"the S3 server on {server.endpoint_url} is not the one this test started: it "
+            "rejects this test's keys or lacks its bucket"
+        )
+
+
 def rclone_binary() -> str:
     candidate = VENV_BIN / "rclone"
     if candidate.exists():
@@ -106,6 +131,10 @@ def run_s3_server(
         )
     try:
         wait_for_port(port, process=process, name="rclone serve s3")
-        yield S3Server(f"http://127.0.0.1:{port}", access_key_id, secret_access_key, bucket, root)
+        server = S3Server(
+            f"http://127.0.0.1:{port}", access_key_id, secret_access_key, bucket, root
+        )
+        check_s3_server(server)
+        yield server
     finally:
         stop_process(process)
