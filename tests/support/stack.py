@@ -9,7 +9,7 @@ from pathlib import Path
 
 from scripts.devstack import Stack, run_flask
 from tests.support.databases import temporary_postgres_database
-from tests.support.servers import free_port
+from tests.support.servers import S3Server, check_s3_server, free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -66,6 +66,15 @@ def running_stack(tmp_path: Path, *, backend: str = "sqlite", **overrides) -> It
         stack = Stack(env=env, log_dir=tmp_path / "logs")
         try:
             stack.start()
+            check_s3_server(
+                S3Server(
+                    env["S3_ENDPOINT_URL"],
+                    env["AWS_ACCESS_KEY_ID"],
+                    env["AWS_SECRET_ACCESS_KEY"],
+                    env["S3_BUCKET"],
+                    data_dir / "s3",
+                )
+            )
             yield stack
         finally:
             stack.stop()
