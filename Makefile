@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 run: setup
 	$(BIN)/python -m scripts.run_local
 
-test: setup chromium services
+test: setup chromium services lint
 	$(BIN)/python -m pytest
 
 setup: venv idp translations

@@ -177,11 +177,6 @@ def queue_attempt(attempt: Attempt) -> None:
     logger.info("attempt %s of study %s queued", attempt.id, attempt.study_id)
 
 
-def status_progress(study: Study) -> int:
-    attempt = study.latest_attempt
-    return attempt.progress if attempt else 0
-
-
 @dataclass(frozen=True)
 class ResultLinks:
     image_url: str
