@@ -19,7 +19,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads let one process serve several slow uploads while another request waits on S3.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-# With gthread workers, timeout bounds a worker that stops answering the master, not a
+# With gthread workers, timeout bounds a worker that stops responding to the master, not a
 # long request: a 2 GiB upload over a slow link is not cut by it.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 # SIGTERM lets requests in flight finish for this long; ECS waits 30 s before SIGKILL.

@@ -100,7 +100,7 @@ def worker_command(workers: int) -> None:
             return health_check_ts
 
         def beat(self) -> None:
-            """Touch the heartbeat file when the threads run and the queue answers."""
+            """Touch the heartbeat file when the threads run and the queue responds."""
             threads = [thread for _worker, thread in self.worker_threads] + [self.scheduler]
             dead = sum(1 for thread in threads if not self.environment.is_alive(thread))
             if dead:
@@ -109,7 +109,7 @@ def worker_command(workers: int) -> None:
             try:
                 self.huey.pending_count()
             except Exception:  # noqa: BLE001 - a queue outage is reported, then retried
-                logger.exception("worker heartbeat skipped: the queue did not answer")
+                logger.exception("worker heartbeat skipped: the queue check failed")
                 return
             touch_heartbeat(settings.worker_heartbeat_file)
 

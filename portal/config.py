@@ -71,7 +71,7 @@ def _parse_port(name: str, raw: str) -> int:
 
 
 def _parse_log_format(raw: str, *, portal_env: str) -> str:
-    """Return "json" or "text"; production logs JSON unless LOG_FORMAT says otherwise."""
+    """Return "json" or "text"; production logs JSON unless LOG_FORMAT is "text"."""
     value = raw.strip().lower() or ("json" if portal_env == "production" else "text")
     if value not in ("json", "text"):
         raise ConfigurationError(f"LOG_FORMAT={raw!r} is invalid: use json or text")

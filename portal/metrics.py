@@ -103,8 +103,8 @@ class PortalStateCollector:
 
         from portal.studies.models import StudyStatus
 
-        # NOTE: with PostgreSQL row-level security, DATABASE_URL's role sees only the
-        # clinic set on its session, so this count needs a role allowed to read every row.
+        # NOTE: with PostgreSQL row-level security, DATABASE_URL's role can read only the
+        # rows of the clinic set on its session, so this count needs a role that reads every row.
         query = text(
             "SELECT a.status, count(*) FROM attempt a "
             "JOIN (SELECT study_id, max(number) AS number FROM attempt GROUP BY study_id) latest "

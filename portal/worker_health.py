@@ -2,7 +2,7 @@
 
 Container health checks run `flask --app wsgi worker-health`, which fails once the file is
 older than its limit. The consumer touches the file only after its worker threads and
-scheduler are alive and the queue backend (Redis or the SQLite file) has answered, so a
+scheduler are alive and the queue backend (Redis or the SQLite file) has responded, so a
 worker that lost its queue or whose threads died turns unhealthy.
 """
 

@@ -155,3 +155,22 @@ def test_gunicorn_stops_on_invalid_configuration(tmp_path):
     assert "SECRET_KEY is missing" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Booting worker" not in result.stderr
+
+
+def test_worker_stops_on_invalid_configuration(tmp_path):
+    env = production_env(FLASK_DEBUG="true", DATA_DIR=str(tmp_path)) | {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "worker"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "the portal cannot start" in result.stderr
+    assert "FLASK_DEBUG is on" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -51,7 +51,8 @@ def test_runtime_images_run_unprivileged():
         users = stages[name].values("USER")
         assert users, f"stage {name} sets no USER"
         uid = users[-1].split(":")[0]
-        assert uid.isdigit() and int(uid) != 0, f"stage {name} runs as {users[-1]}"
+        assert uid.isdigit(), f"stage {name}: USER {users[-1]} is not numeric"
+        assert int(uid) != 0, f"stage {name} runs as root"
 
 
 def test_portal_image_contents():
