@@ -102,5 +102,8 @@ def test_metrics_after_studies(tmp_path, shared_dicom_dir):
         errors = sample(worker, "portal_inference_errors_total", code="modality_not_supported")
         assert errors == 1
 
+        # The running consumer touches its heartbeat file, which the health check reads.
+        assert run_flask(env, "worker-health", "--max-age", "30") == "worker healthy"
+
         # The metrics ports are not the web port: the load balancer forwards WEB_PORT only.
         assert requests.get(f"{base_url}/metrics", timeout=10).status_code == 404
