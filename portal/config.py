@@ -19,6 +19,12 @@ MAX_PRESIGNED_URL_TTL_S = 300
 
 DEV_SECRET_KEY_PREFIX = "dev-insecure-"
 
+#: A production SECRET_KEY needs at least this many characters and distinct characters.
+MIN_SECRET_KEY_LENGTH = 32
+MIN_SECRET_KEY_DISTINCT_CHARACTERS = 10
+
+SECRET_KEY_HINT = "python -c 'import secrets; print(secrets.token_hex(32))'"
+
 
 class ConfigurationError(RuntimeError):
     """A setting is missing or invalid; the message names it and says how to fix it."""
@@ -57,6 +63,21 @@ def _parse_hw(name: str, raw: str) -> tuple[int, int]:
     return height, width
 
 
+def _parse_port(name: str, raw: str) -> int:
+    port = _parse_int(name, raw or "0")
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"{name}={raw!r} is not a TCP port: use 1-65535, or 0 for none")
+    return port
+
+
+def _parse_log_format(raw: str, *, portal_env: str) -> str:
+    """Return "json" or "text"; production logs JSON unless LOG_FORMAT is "text"."""
+    value = raw.strip().lower() or ("json" if portal_env == "production" else "text")
+    if value not in ("json", "text"):
+        raise ConfigurationError(f"LOG_FORMAT={raw!r} is invalid: use json or text")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The portal's configuration, one field per environment variable."""
@@ -90,6 +111,20 @@ class Settings:
     dicom_window_width: float = 400.0
     enable_seat_limit_check: bool = True
     max_upload_bytes: int = 2 * 1024**3
+    #: Flask's debug mode (FLASK_DEBUG); never allowed in production.
+    debug: bool = False
+    #: How many proxies in front of the app set X-Forwarded-For/-Proto/-Port; 0 trusts none.
+    proxy_fix_hops: int = 0
+    #: "json" for one JSON object per log line, "text" for plain lines.
+    log_format: str = "text"
+    #: Port of the web app's Prometheus endpoint (0: none), served by the gunicorn master.
+    metrics_port: int = 0
+    #: Port of the worker's Prometheus endpoint (0: none).
+    worker_metrics_port: int = 0
+    #: Address both metrics endpoints listen on.
+    metrics_host: str = "127.0.0.1"
+    #: File the worker touches while it is healthy; `flask worker-health` checks its age.
+    worker_heartbeat_file: str = ""
     default_locale: str = "pt_BR"
     default_timezone: str = "America/Sao_Paulo"
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -119,6 +154,11 @@ class Settings:
             return env.get(name, default)
 
         data_dir = get("DATA_DIR", str(PROJECT_ROOT / "var"))
+        portal_env = get("PORTAL_ENV", "development")
+        if portal_env not in ("development", "production"):
+            raise ConfigurationError(
+                f"PORTAL_ENV={portal_env!r} is invalid: use development or production"
+            )
         database_url = get("DATABASE_URL") or f"sqlite:///{Path(data_dir) / 'portal.sqlite3'}"
         ttl = _parse_int("PRESIGNED_URL_TTL", get("PRESIGNED_URL_TTL", "300"))
         if not 1 <= ttl <= MAX_PRESIGNED_URL_TTL_S:
@@ -128,7 +168,7 @@ class Settings:
         return cls(
             secret_key=get("SECRET_KEY") or DEV_SECRET_KEY_PREFIX + secrets.token_hex(16),
             portal_base_url=get("PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
-            portal_env=get("PORTAL_ENV", "development"),
+            portal_env=portal_env,
             database_url=database_url,
             redis_url=get("REDIS_URL"),
             huey_sqlite_path=get("HUEY_SQLITE_PATH") or str(Path(data_dir) / "huey.sqlite3"),
@@ -163,29 +203,86 @@ class Settings:
             max_upload_bytes=_parse_int(
                 "MAX_UPLOAD_BYTES", get("MAX_UPLOAD_BYTES", str(2 * 1024**3))
             ),
+            debug=_parse_bool("FLASK_DEBUG", get("FLASK_DEBUG", "false")),
+            proxy_fix_hops=_parse_int("PROXY_FIX_HOPS", get("PROXY_FIX_HOPS", "0")),
+            log_format=_parse_log_format(get("LOG_FORMAT"), portal_env=portal_env),
+            metrics_port=_parse_port("METRICS_PORT", get("METRICS_PORT", "0")),
+            worker_metrics_port=_parse_port("WORKER_METRICS_PORT", get("WORKER_METRICS_PORT", "0")),
+            metrics_host=get("METRICS_HOST") or "127.0.0.1",
+            worker_heartbeat_file=get("WORKER_HEARTBEAT_FILE")
+            or str(Path(data_dir) / "worker-heartbeat"),
         )
 
     def check(self) -> None:
-        """Raise ConfigurationError when a setting needed to serve requests is missing."""
+        """Raise ConfigurationError listing every setting that stops the portal from starting."""
+        problems = self.problems()
+        if problems:
+            raise ConfigurationError(
+                "invalid configuration:\n" + "\n".join(f"- {problem}" for problem in problems)
+            )
+
+    def problems(self) -> list[str]:
+        """Return one message per missing or insecure setting; production checks more."""
+        problems = []
         if self.dicom_window_width <= 0:
-            raise ConfigurationError("DICOM_WINDOW_WIDTH must be positive")
+            problems.append("DICOM_WINDOW_WIDTH must be positive")
         if self.dicom_target_slices < 2:
-            raise ConfigurationError("DICOM_TARGET_SLICES must be at least 2")
+            problems.append("DICOM_TARGET_SLICES must be at least 2")
+        if self.proxy_fix_hops < 0:
+            problems.append("PROXY_FIX_HOPS must be 0 or more")
         if self.is_production:
-            if self.secret_key.startswith(DEV_SECRET_KEY_PREFIX) or len(self.secret_key) < 32:
-                raise ConfigurationError(
-                    "SECRET_KEY is missing or shorter than 32 characters: set a random value "
-                    "(python -c 'import secrets; print(secrets.token_hex(32))')"
-                )
-            if not self.issuer:
-                raise ConfigurationError(
-                    "set COGNITO_REGION and COGNITO_USER_POOL_ID, or OIDC_ISSUER"
-                )
+            problems.extend(self._production_problems())
+        return problems
+
+    def _production_problems(self) -> list[str]:
+        problems = []
+        secret = self.secret_key
+        if secret.startswith(DEV_SECRET_KEY_PREFIX) or len(secret) < MIN_SECRET_KEY_LENGTH:
+            problems.append(
+                f"SECRET_KEY is missing or shorter than {MIN_SECRET_KEY_LENGTH} characters: "
+                f"set a random value ({SECRET_KEY_HINT})"
+            )
+        elif len(set(secret)) < MIN_SECRET_KEY_DISTINCT_CHARACTERS:
+            problems.append(
+                f"SECRET_KEY is insecure: it has fewer than {MIN_SECRET_KEY_DISTINCT_CHARACTERS} "
+                f"distinct characters; set a random value ({SECRET_KEY_HINT})"
+            )
+        if self.debug:
+            problems.append("FLASK_DEBUG is on: debug mode must be off in production")
+        if not self.portal_base_url.startswith("https://"):
+            problems.append(
+                f"PORTAL_BASE_URL={self.portal_base_url!r} must start with https:// in "
+                "production, because session cookies are sent only over HTTPS"
+            )
+        if not self.database_url.startswith("postgresql"):
+            problems.append(
+                "DATABASE_URL must be a PostgreSQL URL (postgresql+psycopg://...) in "
+                "production: SQLite cannot be shared by several containers"
+            )
+        if not self.redis_url:
+            problems.append(
+                "REDIS_URL is missing: production queues tasks in Redis, because a SQLite "
+                "queue file cannot be shared by several containers"
+            )
+        if not self.issuer:
+            problems.append("set COGNITO_REGION and COGNITO_USER_POOL_ID, or OIDC_ISSUER")
+        for name, value in (
+            ("COGNITO_CLIENT_ID", self.cognito_client_id),
+            ("COGNITO_CLIENT_SECRET", self.cognito_client_secret),
+            ("COGNITO_DOMAIN", self.cognito_domain),
+            ("INFERENCE_API_URL", self.inference_api_url),
+            ("INFERENCE_API_TOKEN", self.inference_api_token),
+            ("S3_BUCKET", self.s3_bucket),
+        ):
+            if not value:
+                problems.append(f"{name} is missing")
+        return problems
 
     def flask_config(self) -> dict:
         """Return the Flask configuration keys derived from these settings."""
         return {
             "SECRET_KEY": self.secret_key,
+            "DEBUG": self.debug,
             "SQLALCHEMY_DATABASE_URI": self.database_url,
             "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
             # The file may be up to max_upload_bytes; the rest of the form is small.

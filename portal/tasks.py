@@ -18,6 +18,7 @@ from sqlalchemy import update
 
 from portal.db_types import utcnow
 from portal.extensions import db
+from portal.metrics import count_inference_error, step_timer
 from portal.queue import huey
 from portal.studies.models import (
     ARTIFACT_FILE_NAMES,
@@ -125,7 +126,10 @@ def convert_attempt(*, attempt_id: str) -> None:
             catalogue[key].value for key in study.requested_categories if key in catalogue
         ]
         try:
-            with tempfile.TemporaryDirectory(prefix="convert-", dir=settings.data_dir) as work:
+            with (
+                step_timer("convert"),
+                tempfile.TemporaryDirectory(prefix="convert-", dir=settings.data_dir) as work,
+            ):
                 work_dir = Path(work)
                 zip_path = storage.download_file(upload.storage_key, work_dir / "upload.zip")
                 result = convert_study(
@@ -195,7 +199,10 @@ def run_inference(*, attempt_id: str) -> None:
                 db.session.commit()
 
         try:
-            with tempfile.TemporaryDirectory(prefix="infer-", dir=settings.data_dir) as work:
+            with (
+                step_timer("inference"),
+                tempfile.TemporaryDirectory(prefix="infer-", dir=settings.data_dir) as work,
+            ):
                 work_dir = Path(work)
                 npz_path = storage.download_file(volume.storage_key, work_dir / "volume.npz")
                 with np.load(npz_path, allow_pickle=False) as npz:
@@ -219,6 +226,7 @@ def run_inference(*, attempt_id: str) -> None:
             code = getattr(error, "provider_code", None) or error.code
             if code not in _known_codes():
                 code = error.code
+            count_inference_error(code)
             _fail(attempt, code)
             return
         except Exception:
@@ -250,7 +258,10 @@ def write_results(*, attempt_id: str) -> None:
             attempt.clinic_id, attempt.study_id, INFERENCE_RESULT_FILE_NAME, attempt_id=attempt.id
         )
         try:
-            with tempfile.TemporaryDirectory(prefix="results-", dir=settings.data_dir) as work:
+            with (
+                step_timer("results"),
+                tempfile.TemporaryDirectory(prefix="results-", dir=settings.data_dir) as work,
+            ):
                 work_dir = Path(work)
                 image_path = storage.download_file(image.storage_key, work_dir / "image.nii.gz")
                 result_path = storage.download_file(result_key, work_dir / "result.npz")

@@ -117,6 +117,8 @@ class Stack:
                 "web",
                 [
                     str(VENV_BIN / "gunicorn"),
+                    "--config",
+                    str(ROOT / "gunicorn.conf.py"),
                     "--bind",
                     f"127.0.0.1:{web_port}",
                     "--workers",
