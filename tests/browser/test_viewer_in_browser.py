@@ -48,7 +48,7 @@ def test_doctor_signs_in_uploads_and_views(tmp_path, shared_dicom_dir):
         page.wait_for_selector("#study-status[data-status=succeeded]", timeout=240_000)
 
         page.click("#open-viewer")
-        page.wait_for_selector("#viewer[data-state=ready]", timeout=60_000)
+        page.wait_for_selector("#viewer[data-state=ready]", timeout=180_000)
         assert "inteligência artificial" in page.locator(".ai-notice").inner_text()
         assert page.locator("#legend li").count() >= 2
         page.wait_for_timeout(1500)
