@@ -51,7 +51,7 @@ class Unauthorized(UserFacingError):
     code = "unauthorized"
     status = 401
     title = _l("Authentication required")
-    message = _l("Send a valid API key as 'Authorization: Bearer <key>'.")
+    message = _l("Send a valid API key or access token as 'Authorization: Bearer <credential>'.")
 
 
 class Forbidden(UserFacingError):
@@ -135,6 +135,7 @@ def register_error_handlers(app: Flask) -> None:
             403: _l("Access denied"),
             404: _l("Not found"),
             405: _l("Method not allowed"),
+            429: _l("Too many requests"),
         }
         title = str(titles.get(error.code, error.name))
         if wants_problem_json():

@@ -59,6 +59,71 @@ def test_production_requires_strong_secret_and_issuer():
         Settings.from_env({"PORTAL_ENV": "production"}).check()
     with pytest.raises(ConfigurationError, match="OIDC_ISSUER"):
         Settings.from_env({"PORTAL_ENV": "production", "SECRET_KEY": "k" * 64}).check()
-    Settings.from_env(
-        {"PORTAL_ENV": "production", "SECRET_KEY": "k" * 64, "OIDC_ISSUER": "https://idp"}
-    ).check()
+    production = {
+        "PORTAL_ENV": "production",
+        "SECRET_KEY": "k" * 64,
+        "OIDC_ISSUER": "https://idp",
+        "PORTAL_BASE_URL": "https://portal.example.com.br",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    Settings.from_env(production).check()
+
+
+@pytest.mark.parametrize(
+    ("missing", "fragment"),
+    [("PORTAL_BASE_URL", "https://"), ("REDIS_URL", "REDIS_URL")],
+)
+def test_production_requires_https_and_redis(missing, fragment):
+    production = {
+        "PORTAL_ENV": "production",
+        "SECRET_KEY": "k" * 64,
+        "OIDC_ISSUER": "https://idp",
+        "PORTAL_BASE_URL": "https://portal.example.com.br",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    del production[missing]
+    with pytest.raises(ConfigurationError, match=fragment):
+        Settings.from_env(production).check()
+
+
+def test_session_and_token_settings_are_read():
+    settings = Settings.from_env(
+        {
+            "SESSION_IDLE_TIMEOUT": "600",
+            "SESSION_MAX_LIFETIME": "7200",
+            "TOKEN_LEEWAY": "10",
+            "COGNITO_CLIENT_ID": "web-client",
+            "API_TOKEN_CLIENT_IDS": "ris-client, pacs-client",
+            "RATE_LIMIT_API": "5 per second",
+        }
+    )
+    assert settings.session_idle_timeout_s == 600
+    assert settings.session_max_lifetime_s == 7200
+    assert settings.token_leeway_s == 10
+    assert settings.accepted_client_ids == ("ris-client", "pacs-client")
+    assert settings.rate_limit_api == "5 per second"
+    assert Settings.from_env({"COGNITO_CLIENT_ID": "web"}).accepted_client_ids == ("web",)
+
+
+@pytest.mark.parametrize(
+    ("environ", "fragment"),
+    [
+        ({"RATE_LIMIT_API": "lots"}, "not a rate limit"),
+        ({"SESSION_IDLE_TIMEOUT": "5"}, "at least 60"),
+        ({"SESSION_IDLE_TIMEOUT": "3600", "SESSION_MAX_LIFETIME": "600"}, "SESSION_MAX_LIFETIME"),
+        ({"TOKEN_LEEWAY": "3600"}, "TOKEN_LEEWAY"),
+    ],
+)
+def test_invalid_session_and_limit_settings_rejected(environ, fragment):
+    with pytest.raises(ConfigurationError, match=fragment):
+        Settings.from_env(environ).check()
+
+
+def test_session_cookie_flags():
+    local = Settings.from_env({}).flask_config()
+    assert local["SESSION_COOKIE_HTTPONLY"] is True
+    assert local["SESSION_COOKIE_SAMESITE"] == "Lax"
+    assert local["SESSION_COOKIE_SECURE"] is False
+    hosted = Settings.from_env({"PORTAL_BASE_URL": "https://portal.example.com.br"})
+    assert hosted.flask_config()["SESSION_COOKIE_SECURE"] is True
+    assert hosted.flask_config()["SESSION_COOKIE_NAME"] == "__Host-session"
