@@ -78,7 +78,7 @@ def _b64url_json(segment: str) -> dict:
 def read_unverified_header(token: str) -> dict:
     """Return the JOSE header of a compact JWS without checking anything else."""
     parts = token.split(".")
-    if len(parts) != 3 or not all(parts) or len(token) > MAX_TOKEN_LENGTH:
+    if len(parts) != 3 or not parts[0] or not parts[1] or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidAccessToken("malformed")
     return _b64url_json(parts[0])
 
