@@ -55,7 +55,7 @@ def _parse_list(raw: str) -> tuple[str, ...]:
 
 
 def _parse_rate_limit(name: str, raw: str) -> str:
-    """Check a Flask-Limiter limit string such as "20 per second; 600 per minute"."""
+    """Check a Flask-Limiter limit string such as "30 per second; 1200 per minute"."""
     from limits import parse_many
 
     try:
@@ -107,7 +107,7 @@ class Settings:
     token_leeway_s: int = 30
     session_idle_timeout_s: int = 30 * 60
     session_max_lifetime_s: int = 12 * 60 * 60
-    rate_limit_api: str = "20 per second; 600 per minute"
+    rate_limit_api: str = "30 per second; 1200 per minute"
     rate_limit_sign_in: str = "20 per minute"
     rate_limit_enabled: bool = True
     inference_api_url: str = "http://127.0.0.1:8001"
@@ -195,7 +195,7 @@ class Settings:
                 "SESSION_MAX_LIFETIME", get("SESSION_MAX_LIFETIME", str(12 * 60 * 60))
             ),
             rate_limit_api=_parse_rate_limit(
-                "RATE_LIMIT_API", get("RATE_LIMIT_API", "20 per second; 600 per minute")
+                "RATE_LIMIT_API", get("RATE_LIMIT_API", "30 per second; 1200 per minute")
             ),
             rate_limit_sign_in=_parse_rate_limit(
                 "RATE_LIMIT_SIGN_IN", get("RATE_LIMIT_SIGN_IN", "20 per minute")
