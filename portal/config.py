@@ -62,7 +62,7 @@ def _parse_rate_limit(name: str, raw: str) -> str:
         parse_many(raw)
     except ValueError:
         raise ConfigurationError(
-            f"{name}={raw!r} is not a rate limit: write it like '20 per second; 600 per minute'"
+            f"{name}={raw!r} is not a rate limit: write it like '30 per second; 1200 per minute'"
         ) from None
     return raw
 
@@ -101,7 +101,7 @@ class Settings:
     cognito_client_secret: str = ""
     cognito_domain: str = ""
     oidc_issuer: str = ""
-    #: App client ids whose access tokens the API accepts; empty means COGNITO_CLIENT_ID only.
+    #: App client ids whose access tokens the API accepts. Empty means COGNITO_CLIENT_ID only.
     api_token_client_ids: tuple[str, ...] = ()
     #: Clock skew allowed on `exp`, `nbf` and `iat` of access tokens.
     token_leeway_s: int = 30

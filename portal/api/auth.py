@@ -32,8 +32,9 @@ def bearer_token() -> str | None:
 def api_key_required(view):
     """Authenticate the request and set `g.clinic`, and `g.api_key` or `g.api_user`.
 
-    Answers 401 for a missing or invalid credential, 403 for a valid access token of a user
-    without an active membership, and 429 past the rate limit of the key or user.
+    Raises a 401 error for a missing or invalid credential and a 403 error for a valid access
+    token of a user without an active membership. Past the rate limit of the key or user,
+    Flask-Limiter raises a 429 error.
     """
     limited_view = api_rate_limit(view)
 

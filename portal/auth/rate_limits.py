@@ -27,4 +27,6 @@ api_rate_limit = limiter.shared_limit(
 )
 
 #: One budget per client address for starting and finishing a sign-in.
+# NOTE: the address is `request.remote_addr`. Behind a load balancer that is the balancer's
+# address unless the app is wrapped in werkzeug's ProxyFix, which this code does not do.
 sign_in_rate_limit = limiter.shared_limit(lambda: _settings().rate_limit_sign_in, scope="sign-in")

@@ -1,6 +1,6 @@
 """Browser sessions backed by a database row, with an idle timeout and an absolute lifetime.
 
-Flask's signed cookie holds the user id (Flask-Login) and a random session token. The
+Flask's signed cookie contains the user id (Flask-Login) and a random session token. The
 token's row decides whether the cookie still signs anyone in, so logout and the removal
 of a member take effect at the next request, even for a copied cookie.
 """

@@ -28,7 +28,7 @@ from portal.config import JWKS_MIN_REFRESH_INTERVAL_S, Settings
 logger = logging.getLogger(__name__)
 
 ALLOWED_ALGORITHM = "RS256"
-#: Header parameters that name a key other than the pool's own; a token carrying one is rejected.
+#: Header parameters that name a key other than the pool's own. A token with one is rejected.
 FORBIDDEN_HEADER_PARAMETERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
 #: Keys are fetched again after this many seconds even when every `kid` is known, so a key
 #: removed from the JWKS stops being trusted.
@@ -41,7 +41,7 @@ EXTENSION_KEY = "portal_token_verifier"
 
 
 class InvalidAccessToken(Exception):
-    """The token is not a valid access token of this portal; `reason` is a code for logs."""
+    """The token is not a valid access token of this portal. `reason` is a code for logs."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -87,7 +87,7 @@ class JwksCache:
     """The provider's signing keys by `kid`, fetched on demand.
 
     An unknown `kid` triggers a new fetch at most once per `min_refresh_interval_s`, so a
-    flood of tokens with made-up key ids costs one request a minute.
+    flood of tokens with made-up key ids costs at most one JWKS request per interval.
     """
 
     def __init__(
@@ -112,7 +112,7 @@ class JwksCache:
         self._lock = threading.Lock()
 
     def key_for(self, kid: str) -> dict | None:
-        """Return the JWK with this `kid`, fetching the JWKS when needed; None if absent.
+        """Fetch the JWKS when needed and return the JWK with this `kid`, or None.
 
         Raises KeysUnavailable when no keys were ever fetched and the fetch fails.
         """
@@ -205,7 +205,7 @@ class AccessTokenVerifier:
         self._jwt = JsonWebToken([ALLOWED_ALGORITHM])
 
     def verify(self, token: str) -> AccessTokenClaims:
-        """Return the token's claims, or raise InvalidAccessToken with the reason.
+        """Check the token and return its claims, or raise InvalidAccessToken with the reason.
 
         Raises KeysUnavailable when the signing keys cannot be fetched.
         """
@@ -266,14 +266,14 @@ def _numeric_claim(claims: dict, name: str, *, required: bool) -> float | None:
     value = claims.get(name)
     if value is None and not required:
         return None
-    # JSON booleans are ints in Python; a boolean time is malformed.
+    # JSON booleans are ints in Python, so they are checked first and rejected.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidAccessToken(f"invalid_{name}")
     return float(value)
 
 
 def install_token_verifier(app: Flask, settings: Settings) -> None:
-    """Build the app's access-token verifier; discovery and JWKS are fetched on first use."""
+    """Build the app's access-token verifier. Discovery and JWKS are fetched on first use."""
     if not settings.issuer:
         return
     app.extensions[EXTENSION_KEY] = AccessTokenVerifier(

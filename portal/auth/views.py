@@ -51,8 +51,8 @@ def callback():
     if client is None:
         return _sign_in_failed(_("Sign-in is not configured."), status=503)
     if "error" in request.args:
-        # The description comes from the provider and may be in any language; the code
-        # is enough for the logs and the page says what to do.
+        # The description comes from the provider and may be in any language. The code
+        # is enough for the logs, and the page tells the user what to do next.
         logger.warning("identity provider returned error %s", request.args.get("error")[:64])
         if request.args.get("error") == "access_denied":
             return _sign_in_failed(_("The sign-in was cancelled."))

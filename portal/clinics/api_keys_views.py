@@ -60,7 +60,7 @@ def create_key():
     response = current_app.make_response(
         (render_template("clinics/api_key_created.html", api_key=api_key, token=token), 201)
     )
-    # The page holds the only copy of the secret: keep it out of every cache.
+    # The page contains the only copy of the secret, so no cache may store it.
     response.headers["Cache-Control"] = "no-store"
     return response
 

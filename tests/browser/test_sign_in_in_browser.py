@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 DEMO_ACCOUNTS = json.loads(DEMO_ACCOUNTS_PATH.read_text(encoding="utf-8"))
 
 
-def test_sign_in_returns_to_page_and_logout_kills_cookie(tmp_path):
+def test_sign_in_and_logout_in_browser(tmp_path):
     doctor = next(a for a in DEMO_ACCOUNTS["accounts"] if a["role"] == "doctor")
     with running_stack(tmp_path) as stack, chromium_page() as page:
         run_flask(stack.env, "demo", "seed")

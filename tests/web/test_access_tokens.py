@@ -1,7 +1,7 @@
 """Access tokens on the JSON API, against a Cognito-shaped user pool served on 127.0.0.1.
 
-Each bad token of the matrix is its own test case and must answer 401 with problem+json;
-a valid token of a user without an active membership answers 403.
+Each bad token of the matrix is its own test case and must get 401 with problem+json.
+A valid token of a user without an active membership gets 403.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def test_upload_with_access_token_records_uploader(client, doctor, minter, queue
         assert study.uploaded_by_api_key_id is None
 
 
-# Each entry builds one bad token from the minter; every one must answer 401.
+# Each entry builds one bad token from the minter, and every one must get 401.
 BAD_TOKENS = {
     "id_token": lambda m: m.sign(m.id_claims(DOCTOR_SUB)),
     "other_pool_issuer": lambda m: m.sign(m.access_claims(DOCTOR_SUB, iss=OTHER_POOL)),
@@ -268,9 +268,7 @@ def test_other_clinic_study_is_404_for_token(client, minter, doctor, make_clinic
     assert call(client, other_path, token).status_code == 404
 
 
-def test_unknown_kid_refetches_keys_at_most_once_a_minute(
-    client, study_path, minter, user_pool, pool_key
-):
+def test_unknown_kid_refetch_throttled(client, study_path, minter, user_pool, pool_key):
     assert (
         call(client, study_path, minter.sign(minter.access_claims(DOCTOR_SUB))).status_code == 200
     )

@@ -264,7 +264,8 @@ def test_sign_in_rate_limit(limited_app):
     assert statuses == [400, 400, 429]
 
 
-def test_default_api_limit_allows_polling_a_dozen_studies_a_second():
+def test_default_api_limit_allows_polling():
+    """An integration polling a dozen studies every second stays under the default limit."""
     from limits import parse_many
 
     from portal.config import Settings
