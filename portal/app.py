@@ -9,7 +9,7 @@ from flask import Flask, g, request, session
 from flask_login import current_user
 
 from portal.config import PROJECT_ROOT, Settings
-from portal.extensions import babel, csrf, db, limiter, login_manager, migrate, oauth
+from portal.extensions import babel, csrf, db, limiter, login_manager, migrate
 from portal.logging_setup import configure_logging, install_request_id
 
 SUPPORTED_LOCALES = ("pt_BR", "en")
@@ -65,7 +65,6 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
     babel.init_app(
         app, locale_selector=select_locale, timezone_selector=lambda: settings.default_timezone
     )
-    oauth.init_app(app)
     register_provider(app, settings)
     install_token_verifier(app, settings)
     limiter.init_app(app)

@@ -108,7 +108,11 @@ def register_error_handlers(app: Flask) -> None:
     def handle_user_facing(error: UserFacingError):
         db.session.rollback()
         if wants_problem_json():
-            return problem(error.status, error.code, str(error.title), error.detail())
+            response = problem(error.status, error.code, str(error.title), error.detail())
+            if error.status == 401:
+                # RFC 6750: a 401 names the scheme the client should use.
+                response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+            return response
         return render_template(
             "errors/error.html", title=error.title, detail=error.detail(), status=error.status
         ), error.status

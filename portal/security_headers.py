@@ -5,7 +5,10 @@ The viewer is the one page that reaches another origin: NiiVue fetches the NIfTI
 from presigned S3 URLs, so the S3 endpoint the browser uses is allowed in `connect-src`.
 NiiVue 0.69 draws with WebGL2 (no CSP directive applies), loads its font atlas from a
 `data:` image and makes `blob:` URLs for screenshots, hence `data:` and `blob:` in
-`img-src`.
+`img-src`. The browser tests fail on any CSP violation the viewer reports.
+
+NOTE: NiiVue's WebAssembly decoders would need `'wasm-unsafe-eval'` in `script-src`. The
+viewer loads only NIfTI files, which do not use them, so the policy leaves it out.
 """
 
 from __future__ import annotations

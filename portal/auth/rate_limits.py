@@ -26,7 +26,8 @@ api_rate_limit = limiter.shared_limit(
     lambda: _settings().rate_limit_api, scope="api", key_func=api_client_key
 )
 
-#: One budget per client address for starting and finishing a sign-in.
+#: One budget per client address for starting and finishing a sign-in. The default of 60
+#: a minute lets about 30 people behind one clinic's NAT sign in within the same minute.
 # NOTE: the address is `request.remote_addr`. Behind a load balancer that is the balancer's
 # address unless the app is wrapped in werkzeug's ProxyFix, which this code does not do.
 sign_in_rate_limit = limiter.shared_limit(lambda: _settings().rate_limit_sign_in, scope="sign-in")

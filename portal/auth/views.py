@@ -41,7 +41,14 @@ def login():
     if client is None:
         return _sign_in_failed(_("Sign-in is not configured."), status=503)
     session["next"] = safe_next_path(request.args.get("next"))
-    return client.authorize_redirect(_portal_url("auth.callback"))
+    try:
+        return client.authorize_redirect(_portal_url("auth.callback"))
+    except requests.RequestException as error:
+        # The discovery document is fetched on the first sign-in of each process.
+        logger.warning("identity provider unreachable at sign-in: %s", type(error).__name__)
+        return _sign_in_failed(
+            _("The identity provider could not be reached. Try again in a minute."), status=502
+        )
 
 
 @bp.get("/callback")
@@ -100,7 +107,12 @@ def logout():
     session.clear()
     logger.info("user %s signed out", user_id)
     return_to = _portal_url("auth.signed_out")
-    target = provider_logout_url(settings, return_to=return_to) if provider() else None
+    try:
+        target = provider_logout_url(settings, return_to=return_to) if provider() else None
+    except requests.RequestException as error:
+        # The portal session has already ended, so only the provider's session stays open.
+        logger.warning("identity provider unreachable at sign-out: %s", type(error).__name__)
+        target = None
     return redirect(target or return_to)
 
 

@@ -83,6 +83,7 @@ def assert_unauthorized(response):
     assert response.status_code == 401
     assert response.mimetype == "application/problem+json"
     assert response.get_json()["code"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="api"'
 
 
 def test_valid_access_token_reaches_study(client, study_path, minter):

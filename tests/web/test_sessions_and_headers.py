@@ -158,6 +158,17 @@ def test_locale_survives_ended_session(client, make_clinic, make_user):
         assert session["locale"] == "en"
 
 
+def test_unreachable_provider_sign_in_page(make_app):
+    from tests.support.servers import free_port
+
+    app = make_app(oidc_issuer=f"http://127.0.0.1:{free_port()}", cognito_client_id="web")
+    response = app.test_client().get("/auth/login", headers={"Accept-Language": "en"})
+    assert response.status_code == 502
+    page = response.get_data(as_text=True)
+    assert "The identity provider could not be reached." in page
+    assert 'href="/auth/login"' in page
+
+
 # Security headers
 
 
@@ -229,7 +240,15 @@ def test_forms_without_csrf_token_rejected(make_app, make_clinic, make_user):
 
 @pytest.fixture
 def limited_app(make_app):
-    return make_app(rate_limit_api="3 per minute", rate_limit_sign_in="2 per minute")
+    from tests.support.servers import free_port
+
+    # The provider is never contacted: the callbacks below carry an error from it.
+    return make_app(
+        rate_limit_api="3 per minute",
+        rate_limit_sign_in="2 per minute",
+        oidc_issuer=f"http://127.0.0.1:{free_port()}",
+        cognito_client_id="web",
+    )
 
 
 def test_api_rate_limit_is_per_key(limited_app, queued):
