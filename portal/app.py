@@ -10,7 +10,7 @@ from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal.config import PROJECT_ROOT, Settings
-from portal.extensions import babel, csrf, db, login_manager, migrate, oauth
+from portal.extensions import babel, csrf, db, limiter, login_manager, migrate
 from portal.logging_setup import configure_logging, install_request_id, install_request_log
 
 SUPPORTED_LOCALES = ("pt_BR", "en")
@@ -32,10 +32,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     _init_extensions(app, settings)
     _register_blueprints(app)
-    _register_template_helpers(app)
     install_request_id(app)
     install_request_log(app)
     _trust_proxy_headers(app, settings)
+    _install_security(app, settings)
+    _register_template_helpers(app)
 
     from portal.errors import register_error_handlers
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _init_extensions(app: Flask, settings: Settings) -> None:
     from portal import models  # noqa: F401 - registers every table on the metadata
     from portal.auth.oidc import register_provider
+    from portal.auth.tokens import install_token_verifier
     from portal.db_types import render_migration_item
     from portal.storage import Storage
 
@@ -66,8 +68,9 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
     babel.init_app(
         app, locale_selector=select_locale, timezone_selector=lambda: settings.default_timezone
     )
-    oauth.init_app(app)
     register_provider(app, settings)
+    install_token_verifier(app, settings)
+    limiter.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.user_loader(_load_user)
@@ -89,13 +92,24 @@ def _trust_proxy_headers(app: Flask, settings: Settings) -> None:
 def _register_blueprints(app: Flask) -> None:
     from portal.api.views import bp as api_bp
     from portal.auth.views import bp as auth_bp
+    from portal.clinics.api_keys_views import bp as api_keys_bp
     from portal.health.views import bp as health_bp
     from portal.studies.views import bp as studies_bp
 
     app.register_blueprint(auth_bp)
+    app.register_blueprint(api_keys_bp)
     app.register_blueprint(studies_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
+
+
+def _install_security(app: Flask, settings: Settings) -> None:
+    from portal.auth.sessions import install_session_guard
+    from portal.security_headers import install_security_headers
+
+    # Before any hook that reads current_user, so an ended session signs nobody in.
+    install_session_guard(app)
+    install_security_headers(app, settings)
 
 
 def _register_template_helpers(app: Flask) -> None:

@@ -25,6 +25,9 @@ MIN_SECRET_KEY_DISTINCT_CHARACTERS = 10
 
 SECRET_KEY_HINT = "python -c 'import secrets; print(secrets.token_hex(32))'"
 
+#: A JWKS document is fetched again for an unknown `kid` at most this often.
+JWKS_MIN_REFRESH_INTERVAL_S = 60
+
 
 class ConfigurationError(RuntimeError):
     """A setting is missing or invalid; the message names it and says how to fix it."""
@@ -51,6 +54,23 @@ def _parse_float(name: str, raw: str) -> float:
         return float(raw.strip())
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _parse_rate_limit(name: str, raw: str) -> str:
+    """Check a Flask-Limiter limit string such as "30 per second; 1200 per minute"."""
+    from limits import parse_many
+
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a rate limit: write it like '30 per second; 1200 per minute'"
+        ) from None
+    return raw
 
 
 def _parse_hw(name: str, raw: str) -> tuple[int, int]:
@@ -102,6 +122,15 @@ class Settings:
     cognito_client_secret: str = ""
     cognito_domain: str = ""
     oidc_issuer: str = ""
+    #: App client ids whose access tokens the API accepts. Empty means COGNITO_CLIENT_ID only.
+    api_token_client_ids: tuple[str, ...] = ()
+    #: Clock skew allowed on `exp`, `nbf` and `iat` of access tokens.
+    token_leeway_s: int = 30
+    session_idle_timeout_s: int = 30 * 60
+    session_max_lifetime_s: int = 12 * 60 * 60
+    rate_limit_api: str = "30 per second; 1200 per minute"
+    rate_limit_sign_in: str = "60 per minute"
+    rate_limit_enabled: bool = True
     inference_api_url: str = "http://127.0.0.1:8001"
     inference_api_token: str = ""
     inference_api_timeout_s: float = 300.0
@@ -145,6 +174,17 @@ class Settings:
             )
         return ""
 
+    @property
+    def accepted_client_ids(self) -> tuple[str, ...]:
+        """Return the app client ids whose access tokens the API accepts."""
+        if self.api_token_client_ids:
+            return self.api_token_client_ids
+        return (self.cognito_client_id,) if self.cognito_client_id else ()
+
+    @property
+    def uses_https(self) -> bool:
+        return self.portal_base_url.startswith("https://")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from `environ` (default `os.environ`), with development defaults."""
@@ -186,6 +226,21 @@ class Settings:
             cognito_client_secret=get("COGNITO_CLIENT_SECRET"),
             cognito_domain=get("COGNITO_DOMAIN").rstrip("/"),
             oidc_issuer=get("OIDC_ISSUER"),
+            api_token_client_ids=_parse_list(get("API_TOKEN_CLIENT_IDS")),
+            token_leeway_s=_parse_int("TOKEN_LEEWAY", get("TOKEN_LEEWAY", "30")),
+            session_idle_timeout_s=_parse_int(
+                "SESSION_IDLE_TIMEOUT", get("SESSION_IDLE_TIMEOUT", str(30 * 60))
+            ),
+            session_max_lifetime_s=_parse_int(
+                "SESSION_MAX_LIFETIME", get("SESSION_MAX_LIFETIME", str(12 * 60 * 60))
+            ),
+            rate_limit_api=_parse_rate_limit(
+                "RATE_LIMIT_API", get("RATE_LIMIT_API", "30 per second; 1200 per minute")
+            ),
+            rate_limit_sign_in=_parse_rate_limit(
+                "RATE_LIMIT_SIGN_IN", get("RATE_LIMIT_SIGN_IN", "60 per minute")
+            ),
+            rate_limit_enabled=_parse_bool("RATE_LIMIT_ENABLED", get("RATE_LIMIT_ENABLED", "true")),
             inference_api_url=get("INFERENCE_API_URL", "http://127.0.0.1:8001").rstrip("/"),
             inference_api_token=get("INFERENCE_API_TOKEN"),
             inference_api_timeout_s=_parse_float(
@@ -230,6 +285,12 @@ class Settings:
             problems.append("DICOM_TARGET_SLICES must be at least 2")
         if self.proxy_fix_hops < 0:
             problems.append("PROXY_FIX_HOPS must be 0 or more")
+        if not 0 <= self.token_leeway_s <= 300:
+            problems.append("TOKEN_LEEWAY must be between 0 and 300 seconds")
+        if self.session_idle_timeout_s < 60:
+            problems.append("SESSION_IDLE_TIMEOUT must be at least 60 seconds")
+        if self.session_max_lifetime_s < self.session_idle_timeout_s:
+            problems.append("SESSION_MAX_LIFETIME must be at least SESSION_IDLE_TIMEOUT seconds")
         if self.is_production:
             problems.extend(self._production_problems())
         return problems
@@ -290,8 +351,16 @@ class Settings:
             "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
-            "SESSION_COOKIE_SECURE": self.portal_base_url.startswith("https://"),
+            # Local development runs on http://127.0.0.1, where a Secure cookie is never sent.
+            "SESSION_COOKIE_SECURE": self.uses_https or self.is_production,
+            "SESSION_COOKIE_NAME": "__Host-session" if self.uses_https else "session",
+            "PERMANENT_SESSION_LIFETIME": self.session_max_lifetime_s,
             "REMEMBER_COOKIE_HTTPONLY": True,
+            "RATELIMIT_ENABLED": self.rate_limit_enabled,
+            "RATELIMIT_STORAGE_URI": self.redis_url or "memory://",
+            "RATELIMIT_KEY_PREFIX": "vizier-med-ratelimit",
+            "RATELIMIT_HEADERS_ENABLED": True,
+            "RATELIMIT_STRATEGY": "moving-window",
             "BABEL_DEFAULT_LOCALE": self.default_locale,
             "BABEL_DEFAULT_TIMEZONE": self.default_timezone,
             "BABEL_TRANSLATION_DIRECTORIES": str(Path(__file__).parent / "translations"),

@@ -51,7 +51,7 @@ class Unauthorized(UserFacingError):
     code = "unauthorized"
     status = 401
     title = _l("Authentication required")
-    message = _l("Send a valid API key as 'Authorization: Bearer <key>'.")
+    message = _l("Send a valid API key or access token as 'Authorization: Bearer <credential>'.")
 
 
 class Forbidden(UserFacingError):
@@ -108,7 +108,11 @@ def register_error_handlers(app: Flask) -> None:
     def handle_user_facing(error: UserFacingError):
         db.session.rollback()
         if wants_problem_json():
-            return problem(error.status, error.code, str(error.title), error.detail())
+            response = problem(error.status, error.code, str(error.title), error.detail())
+            if error.status == 401:
+                # RFC 6750: a 401 names the scheme the client should use.
+                response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+            return response
         return render_template(
             "errors/error.html", title=error.title, detail=error.detail(), status=error.status
         ), error.status
@@ -135,6 +139,7 @@ def register_error_handlers(app: Flask) -> None:
             403: _l("Access denied"),
             404: _l("Not found"),
             405: _l("Method not allowed"),
+            429: _l("Too many requests"),
         }
         title = str(titles.get(error.code, error.name))
         if wants_problem_json():

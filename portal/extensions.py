@@ -2,6 +2,8 @@
 
 from authlib.integrations.flask_client import OAuth
 from flask_babel import Babel
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -29,3 +31,5 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
 oauth = OAuth()
+#: Limits are declared on the views; storage (Redis or memory) comes from the app config.
+limiter = Limiter(key_func=get_remote_address)

@@ -52,3 +52,46 @@ def test_oidc_issuer_overrides_cognito():
         }
     )
     assert settings.issuer == "http://127.0.0.1:9010"
+
+
+def test_session_and_token_settings_are_read():
+    settings = Settings.from_env(
+        {
+            "SESSION_IDLE_TIMEOUT": "600",
+            "SESSION_MAX_LIFETIME": "7200",
+            "TOKEN_LEEWAY": "10",
+            "COGNITO_CLIENT_ID": "web-client",
+            "API_TOKEN_CLIENT_IDS": "ris-client, pacs-client",
+            "RATE_LIMIT_API": "5 per second",
+        }
+    )
+    assert settings.session_idle_timeout_s == 600
+    assert settings.session_max_lifetime_s == 7200
+    assert settings.token_leeway_s == 10
+    assert settings.accepted_client_ids == ("ris-client", "pacs-client")
+    assert settings.rate_limit_api == "5 per second"
+    assert Settings.from_env({"COGNITO_CLIENT_ID": "web"}).accepted_client_ids == ("web",)
+
+
+@pytest.mark.parametrize(
+    ("environ", "fragment"),
+    [
+        ({"RATE_LIMIT_API": "lots"}, "not a rate limit"),
+        ({"SESSION_IDLE_TIMEOUT": "5"}, "at least 60"),
+        ({"SESSION_IDLE_TIMEOUT": "3600", "SESSION_MAX_LIFETIME": "600"}, "SESSION_MAX_LIFETIME"),
+        ({"TOKEN_LEEWAY": "3600"}, "TOKEN_LEEWAY"),
+    ],
+)
+def test_invalid_session_and_limit_settings_rejected(environ, fragment):
+    with pytest.raises(ConfigurationError, match=fragment):
+        Settings.from_env(environ).check()
+
+
+def test_session_cookie_flags():
+    local = Settings.from_env({}).flask_config()
+    assert local["SESSION_COOKIE_HTTPONLY"] is True
+    assert local["SESSION_COOKIE_SAMESITE"] == "Lax"
+    assert local["SESSION_COOKIE_SECURE"] is False
+    hosted = Settings.from_env({"PORTAL_BASE_URL": "https://portal.example.com.br"})
+    assert hosted.flask_config()["SESSION_COOKIE_SECURE"] is True
+    assert hosted.flask_config()["SESSION_COOKIE_NAME"] == "__Host-session"

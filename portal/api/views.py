@@ -115,6 +115,7 @@ def create_study():
         max_upload_bytes=settings.max_upload_bytes,
         work_dir=Path(settings.data_dir) / "uploads",
         api_key=g.api_key,
+        uploaded_by=g.api_user,
     )
     db.session.commit()
     services.queue_attempt(study.latest_attempt)

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Flask
+from authlib.integrations.flask_client import OAuth
+from flask import Flask, current_app
 
 from portal.config import Settings
-from portal.extensions import oauth
 
 PROVIDER_NAME = "idp"
+EXTENSION_KEY = "portal_oidc_client"
 
 
 def register_provider(app: Flask, settings: Settings) -> None:
-    """Register the identity provider from its discovery document (read on first use)."""
+    """Register the identity provider from its discovery document (read on first use).
+
+    Each app gets its own registry: authlib caches a client by name for the life of a
+    registry, so a shared one would keep the first app's issuer for every later app.
+    """
     if not settings.issuer:
         return
-    oauth.register(
+    registry = OAuth(app)
+    app.extensions[EXTENSION_KEY] = registry.register(
         PROVIDER_NAME,
         client_id=settings.cognito_client_id,
         client_secret=settings.cognito_client_secret or None,
@@ -26,7 +32,8 @@ def register_provider(app: Flask, settings: Settings) -> None:
 
 
 def provider():
-    return oauth.create_client(PROVIDER_NAME)
+    """Return the current app's OIDC client, or None when no issuer is configured."""
+    return current_app.extensions.get(EXTENSION_KEY)
 
 
 def provider_logout_url(settings: Settings, *, return_to: str) -> str | None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from authlib.integrations.base_client.errors import OAuthError
+import requests
+from authlib.common.errors import AuthlibBaseError
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 
 from portal.auth.oidc import provider, provider_logout_url
+from portal.auth.rate_limits import sign_in_rate_limit
 from portal.auth.safe_redirect import safe_next_path
 from portal.auth.services import user_from_claims
+from portal.auth.sessions import SESSION_TOKEN_KEY, end_session, start_session
 from portal.extensions import db
 
 logger = logging.getLogger(__name__)
@@ -27,41 +30,66 @@ def _portal_url(endpoint: str) -> str:
     return settings.portal_base_url + url_for(endpoint)
 
 
+def _sign_in_failed(message: str, *, status: int = 400):
+    return render_template("auth/error.html", message=message), status
+
+
 @bp.get("/login")
+@sign_in_rate_limit
 def login():
     client = provider()
     if client is None:
-        return render_template("auth/error.html", message=_("Sign-in is not configured.")), 503
+        return _sign_in_failed(_("Sign-in is not configured."), status=503)
     session["next"] = safe_next_path(request.args.get("next"))
-    return client.authorize_redirect(_portal_url("auth.callback"))
+    try:
+        return client.authorize_redirect(_portal_url("auth.callback"))
+    except requests.RequestException as error:
+        # The discovery document is fetched on the first sign-in of each process.
+        logger.warning("identity provider unreachable at sign-in: %s", type(error).__name__)
+        return _sign_in_failed(
+            _("The identity provider could not be reached. Try again in a minute."), status=502
+        )
 
 
 @bp.get("/callback")
+@sign_in_rate_limit
 def callback():
-    if "error" in request.args:
-        logger.warning("identity provider returned error %s", request.args.get("error"))
-        return render_template(
-            "auth/error.html", message=_("The identity provider did not sign you in.")
-        ), 400
     client = provider()
+    if client is None:
+        return _sign_in_failed(_("Sign-in is not configured."), status=503)
+    if "error" in request.args:
+        # The description comes from the provider and may be in any language. The code
+        # is enough for the logs, and the page tells the user what to do next.
+        logger.warning("identity provider returned error %s", request.args.get("error")[:64])
+        if request.args.get("error") == "access_denied":
+            return _sign_in_failed(_("The sign-in was cancelled."))
+        return _sign_in_failed(_("The identity provider did not sign you in."))
     try:
         token = client.authorize_access_token()
-    except OAuthError as error:
-        logger.warning("sign-in callback rejected: %s", error.error)
-        return render_template(
-            "auth/error.html", message=_("The sign-in could not be completed.")
-        ), 400
+    except AuthlibBaseError as error:
+        # A wrong or missing state, a replayed or expired code and an ID token that fails
+        # its checks (nonce, issuer, audience, signature) all end here.
+        logger.warning("sign-in callback rejected: %s", type(error).__name__)
+        return _sign_in_failed(_("The sign-in could not be completed."))
+    except requests.RequestException as error:
+        logger.warning("identity provider unreachable at sign-in: %s", type(error).__name__)
+        return _sign_in_failed(
+            _("The identity provider could not be reached. Try again in a minute."), status=502
+        )
     claims = token.get("userinfo") or {}
     if not claims.get("sub"):
-        return render_template(
-            "auth/error.html", message=_("The sign-in could not be completed.")
-        ), 400
+        logger.warning("sign-in callback rejected: no ID token claims")
+        return _sign_in_failed(_("The sign-in could not be completed."))
+
     settings = current_app.config["PORTAL_SETTINGS"]
     user = user_from_claims(settings.issuer, dict(claims))
-    db.session.commit()
     next_path = session.pop("next", None) or url_for("studies.index")
     # A new session at sign-in, so an identifier planted before it cannot be reused.
+    end_session(session.get(SESSION_TOKEN_KEY), reason="signed_in_again")
     session.clear()
+    session[SESSION_TOKEN_KEY] = start_session(user.id)
+    session.permanent = True
+    db.session.commit()
     login_user(user)
     if user.locale:
         session["locale"] = user.locale
@@ -73,11 +101,18 @@ def callback():
 def logout():
     settings = current_app.config["PORTAL_SETTINGS"]
     user_id = current_user.get_id() if current_user.is_authenticated else None
+    end_session(session.get(SESSION_TOKEN_KEY), reason="logout")
+    db.session.commit()
     logout_user()
     session.clear()
     logger.info("user %s signed out", user_id)
     return_to = _portal_url("auth.signed_out")
-    target = provider_logout_url(settings, return_to=return_to) if provider() else None
+    try:
+        target = provider_logout_url(settings, return_to=return_to) if provider() else None
+    except requests.RequestException as error:
+        # The portal session has already ended, so only the provider's session stays open.
+        logger.warning("identity provider unreachable at sign-out: %s", type(error).__name__)
+        target = None
     return redirect(target or return_to)
 
 

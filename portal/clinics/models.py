@@ -92,6 +92,10 @@ class Membership(db.Model):
     user: Mapped[User] = relationship(back_populates="memberships")
     clinic: Mapped[Clinic] = relationship(back_populates="memberships")
 
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
 
 class ApiKey(db.Model):
     """A clinic's key for integrations, with a doctor's rights in that clinic.
@@ -110,9 +114,23 @@ class ApiKey(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The key stops working at this time; None means it never expires.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The admin who created the key in the portal; None for keys made with the CLI.
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("user_account.id"))
 
     clinic: Mapped[Clinic] = relationship(back_populates="api_keys")
+    created_by: Mapped[User | None] = relationship()
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.is_expired
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= utcnow()
+
+    @property
+    def display_prefix(self) -> str:
+        """The public start of the key, enough to recognise it in a list."""
+        return f"vzm_{self.key_id}"

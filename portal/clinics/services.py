@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import secrets
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -21,6 +22,7 @@ from portal.clinics.models import (
     User,
 )
 from portal.db_types import utcnow
+from portal.errors import NotFound
 from portal.extensions import db
 
 logger = logging.getLogger(__name__)
@@ -45,12 +47,20 @@ def _secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_api_key(clinic: Clinic, *, name: str) -> tuple[ApiKey, str]:
+def create_api_key(
+    clinic: Clinic,
+    *,
+    name: str,
+    expires_at: datetime | None = None,
+    created_by: User | None = None,
+) -> tuple[ApiKey, str]:
     """Create a key for `clinic` and return it with the full token, which is shown once.
 
     The token reads `vzm_<key id>_<secret>`: the prefix makes leaked keys easy to spot in
     code and logs scanners, the key id finds the row, and only the secret's digest is kept.
     """
+    if expires_at is not None and expires_at <= utcnow():
+        raise ValueError("an API key's expiry must be in the future")
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     api_key = ApiKey(
@@ -58,11 +68,47 @@ def create_api_key(clinic: Clinic, *, name: str) -> tuple[ApiKey, str]:
         name=name.strip() or "API",
         key_id=key_id,
         secret_sha256=_secret_digest(secret),
+        expires_at=expires_at,
+        created_by=created_by,
     )
     db.session.add(api_key)
     db.session.flush()
     logger.info("created API key %s for clinic %s", key_id, clinic.id)
     return api_key, f"{API_KEY_PREFIX}{key_id}_{secret}"
+
+
+def list_api_keys(clinic: Clinic) -> list[ApiKey]:
+    """Return the clinic's keys, newest first, revoked and expired ones included."""
+    return list(
+        db.session.scalars(
+            select(ApiKey)
+            .where(ApiKey.clinic_id == clinic.id)
+            .order_by(ApiKey.created_at.desc(), ApiKey.key_id)
+        )
+    )
+
+
+def get_api_key_or_404(key_id: str, *, clinic: Clinic) -> ApiKey:
+    """Return the clinic's key with this public id; another clinic's key is not found."""
+    api_key = db.session.scalar(
+        select(ApiKey).where(ApiKey.key_id == key_id, ApiKey.clinic_id == clinic.id)
+    )
+    if api_key is None:
+        raise NotFound()
+    return api_key
+
+
+def revoke_api_key(api_key: ApiKey, *, revoked_by: User | None = None) -> None:
+    """Revoke the key now; revoking a revoked key changes nothing."""
+    if api_key.revoked_at is not None:
+        return
+    api_key.revoked_at = utcnow()
+    logger.info(
+        "revoked API key %s of clinic %s by user %s",
+        api_key.key_id,
+        api_key.clinic_id,
+        revoked_by.id if revoked_by else "-",
+    )
 
 
 def authenticate_api_key(token: str) -> ApiKey | None:

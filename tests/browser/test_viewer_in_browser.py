@@ -30,6 +30,14 @@ def test_doctor_signs_in_uploads_and_views(tmp_path, shared_dicom_dir):
     with running_stack(tmp_path) as stack, chromium_page() as page:
         run_flask(stack.env, "demo", "seed")
         base_url = stack.env["PORTAL_BASE_URL"]
+        # The Content Security Policy must let the viewer load everything it needs.
+        csp_violations = []
+        page.on(
+            "console",
+            lambda message: csp_violations.append(message.text)
+            if "Content Security Policy" in message.text
+            else None,
+        )
         page.goto(base_url + "/")
 
         # The portal sends the browser to the identity provider's own sign-in page.
@@ -72,6 +80,8 @@ def test_doctor_signs_in_uploads_and_views(tmp_path, shared_dicom_dir):
         assert (hidden_spread >= 60).sum() < coloured.sum() / 10
         assert ((hidden_spread <= 6) & (hidden[..., 0] > 40)).sum() > 5000
         assert red.shape == green.shape == blue.shape
+
+        assert csp_violations == []
 
         # Signing out ends the portal session and the provider's, so the next visit asks
         # for the password again instead of signing in silently.

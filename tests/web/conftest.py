@@ -124,12 +124,20 @@ def make_user(app):
 
 
 @pytest.fixture
-def login(client):
+def login(app, client):
+    """Sign a user in as the callback does: a server-side session and its token in the cookie."""
+    from portal.auth.sessions import SESSION_TOKEN_KEY, start_session
+    from portal.extensions import db
+
     def sign_in(user_id, *, test_client=None):
         target = test_client or client
+        with app.app_context():
+            token = start_session(user_id)
+            db.session.commit()
         with target.session_transaction() as session:
             session["_user_id"] = str(user_id)
             session["_fresh"] = True
+            session[SESSION_TOKEN_KEY] = token
         return target
 
     return sign_in
