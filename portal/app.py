@@ -45,7 +45,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _init_extensions(app: Flask, settings: Settings) -> None:
-    from portal import models  # noqa: F401 - registers every table on the metadata
+    from portal import (
+        models,  # noqa: F401 - registers every table on the metadata
+        tenancy,  # noqa: F401 - writes the clinic into each PostgreSQL transaction
+    )
     from portal.auth.oidc import register_provider
     from portal.db_types import render_migration_item
     from portal.storage import Storage
@@ -72,13 +75,17 @@ def _init_extensions(app: Flask, settings: Settings) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from portal.api.clinics import bp as api_clinics_bp
     from portal.api.views import bp as api_bp
     from portal.auth.views import bp as auth_bp
+    from portal.clinics.views import bp as clinics_bp
     from portal.studies.views import bp as studies_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(studies_bp)
+    app.register_blueprint(clinics_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(api_clinics_bp)
 
 
 def _register_template_helpers(app: Flask) -> None:

@@ -1,4 +1,4 @@
-"""Authentication of JSON API requests: `Authorization: Bearer <clinic API key>`.
+"""Authentication of JSON API requests: `Authorization: Bearer <API key or access token>`.
 
 Cookies are never accepted here, so a page's session cannot be replayed against the API.
 """
@@ -10,6 +10,13 @@ import logging
 
 from flask import g, request
 
+from portal.api.principal import (
+    CLINIC_HEADER,
+    Principal,
+    principal_for_api_key,
+    principal_for_user,
+    user_from_access_token,
+)
 from portal.clinics.services import authenticate_api_key
 from portal.errors import Unauthorized
 from portal.extensions import db
@@ -25,19 +32,36 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
+def authenticate_request() -> Principal:
+    """Return the request's principal; raise Unauthorized without a valid credential."""
+    token = bearer_token()
+    if token:
+        api_key = authenticate_api_key(token)
+        if api_key is not None:
+            return principal_for_api_key(api_key)
+        user = user_from_access_token(token)
+        if user is not None:
+            return principal_for_user(user, request.headers.get(CLINIC_HEADER))
+    logger.info("API request to %s rejected: missing or invalid credential", request.path)
+    raise Unauthorized()
+
+
 def api_key_required(view):
-    """Authenticate the request's API key and set `g.clinic` and `g.api_key`."""
+    """Authenticate the caller and set `g.principal`, `g.clinic` and `g.api_key`.
+
+    The name is kept from when only API keys were accepted; a user's access token is
+    accepted too when a verifier is registered (see `portal.api.principal`).
+    """
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        token = bearer_token()
-        api_key = authenticate_api_key(token) if token else None
-        if api_key is None:
-            logger.info("API request to %s rejected: missing or invalid key", request.path)
-            raise Unauthorized()
+        principal = authenticate_request()
         db.session.commit()
-        g.api_key = api_key
-        g.clinic = api_key.clinic
+        g.principal = principal
+        g.clinic = principal.clinic
+        g.api_key = principal.api_key
+        if principal.user is not None:
+            g.log_user_id = str(principal.user.id)
         return view(*args, **kwargs)
 
     return wrapper

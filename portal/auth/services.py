@@ -13,6 +13,13 @@ from portal.extensions import db
 logger = logging.getLogger(__name__)
 
 
+def is_true_claim(value) -> bool:
+    """Read a boolean claim: Cognito sends `email_verified` as the string "true"."""
+    if isinstance(value, bool):
+        return value
+    return isinstance(value, str) and value.strip().lower() == "true"
+
+
 def user_from_claims(issuer: str, claims: dict) -> User:
     """Return the user of the identity (issuer, sub), creating both on first sign-in.
 
@@ -32,6 +39,7 @@ def user_from_claims(issuer: str, claims: dict) -> User:
     user = identity.user
     if claims.get("email"):
         user.email = str(claims["email"])
+        user.is_email_verified = is_true_claim(claims.get("email_verified"))
     if claims.get("name"):
         user.display_name = str(claims["name"])
     user.last_login_at = utcnow()
