@@ -5,15 +5,16 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, IntegerField, SelectField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, NumberRange
 
 from portal.clinics.models import ROLE_TITLES, Role
 
 ROLE_CHOICES = [
-    (Role.DOCTOR.value, ROLE_TITLES[Role.DOCTOR]),
-    (Role.ADMIN.value, ROLE_TITLES[Role.ADMIN]),
+    SelectChoice(Role.DOCTOR.value, ROLE_TITLES[Role.DOCTOR]),
+    SelectChoice(Role.ADMIN.value, ROLE_TITLES[Role.ADMIN]),
 ]
-LANGUAGE_CHOICES = [("pt_BR", "Português"), ("en", "English")]
+LANGUAGE_CHOICES = [SelectChoice("pt_BR", "Português"), SelectChoice("en", "English")]
 
 
 class InviteForm(FlaskForm):

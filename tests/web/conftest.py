@@ -121,13 +121,9 @@ def make_user(app):
     from portal.clinics.models import Identity, Membership, Role, User
     from portal.extensions import db
 
-    def make(
-        clinic_id, *, role="doctor", email="medica@example.com", subject=None, verified=True
-    ):
+    def make(clinic_id, *, role="doctor", email="medica@example.com", subject=None, verified=True):
         with app.app_context(), all_clinics():
-            user = User(
-                email=email, display_name=email.split("@")[0], is_email_verified=verified
-            )
+            user = User(email=email, display_name=email.split("@")[0], is_email_verified=verified)
             db.session.add(Identity(issuer="http://idp.test", subject=subject or email, user=user))
             if clinic_id is not None:
                 db.session.add(Membership(user=user, clinic_id=clinic_id, role=Role(role)))
