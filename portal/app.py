@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from flask import Flask, g, request, session
+from flask import Flask, g, has_request_context, request, session
 from flask_login import current_user
 
 from portal.config import PROJECT_ROOT, Settings
@@ -107,6 +107,9 @@ def _register_template_helpers(app: Flask) -> None:
 
 def select_locale() -> str:
     """Pick the user's chosen language, then the browser's, then Portuguese."""
+    if not has_request_context():
+        # CLI commands and tasks have no request; they speak the default language.
+        return SUPPORTED_LOCALES[0]
     chosen = session.get("locale")
     if chosen in SUPPORTED_LOCALES:
         return chosen

@@ -39,10 +39,11 @@ def build_message(email: OutgoingEmail, *, sender: str) -> EmailMessage:
     message["Subject"] = email.subject
     message["Date"] = format_datetime(utcnow())
     message["Message-ID"] = make_msgid(domain="vizier-med")
-    message["Content-Language"] = email.language
     message.set_content(email.text_body)
     if email.html_body:
         message.add_alternative(email.html_body, subtype="html")
+    # Set last: set_content drops every Content-* header set before it.
+    message["Content-Language"] = email.language
     return message
 
 

@@ -25,11 +25,19 @@ class SmtpServer:
     received: list[ReceivedMail] = field(default_factory=list)
     #: (username, password) pairs the server accepts; empty accepts no login at all.
     logins: list[tuple[str, str]] = field(default_factory=list)
+    #: Whether the server answers every recipient with 550, as for an unknown mailbox.
+    reject_recipients: bool = False
 
 
 class _CollectingHandler:
     def __init__(self, server: SmtpServer):
         self.server = server
+
+    async def handle_RCPT(self, smtp_server, session, envelope, address, rcpt_options):  # noqa: N802
+        if self.server.reject_recipients:
+            return "550 5.1.1 Mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, smtp_server, session, envelope):  # noqa: N802 - aiosmtpd's name
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -40,12 +48,14 @@ class _CollectingHandler:
 
 
 @contextlib.contextmanager
-def run_smtp_server(*, require_login: tuple[str, str] | None = None) -> Iterator[SmtpServer]:
+def run_smtp_server(
+    *, require_login: tuple[str, str] | None = None, reject_recipients: bool = False
+) -> Iterator[SmtpServer]:
     """Run an SMTP server on 127.0.0.1 without TLS; stop it when the block ends."""
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
 
-    server = SmtpServer(host="127.0.0.1", port=free_port())
+    server = SmtpServer(host="127.0.0.1", port=free_port(), reject_recipients=reject_recipients)
     options = {}
     if require_login is not None:
         server.logins.append(require_login)
