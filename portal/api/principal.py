@@ -18,7 +18,7 @@ from flask_babel import lazy_gettext as _l
 
 from portal.clinics.members import active_memberships_of
 from portal.clinics.models import ApiKey, Clinic, Membership, Role, User
-from portal.errors import Forbidden, UserFacingError
+from portal.errors import Forbidden, NotFound, UserFacingError
 from portal.tenancy import set_current_clinic
 
 CLINIC_HEADER = "X-Clinic-ID"
@@ -96,6 +96,10 @@ def principal_for_user(user: User, clinic_header: str | None) -> Principal:
     """Choose the clinic a user's request acts in and narrow the database session to it."""
     memberships = active_memberships_of(user)
     if not memberships:
+        if user.is_operator:
+            # Operators manage clinics but never see their data; as on the pages, a
+            # clinic's resources do not exist for them.
+            raise NotFound()
         raise NoClinic()
     membership = choose_membership(memberships, clinic_header)
     set_current_clinic(membership.clinic_id)
