@@ -5,7 +5,7 @@ PostgreSQL the tables also carry a row-level security policy that compares `clin
 with the setting `app.clinic_id` of the current transaction, so a query that forgets the
 scope still returns no row of another clinic. The setting is kept in the session's
 `info` and written at the start of every transaction, so it survives commits within a
-request or a task. With no clinic set, tenant tables look empty.
+request or a task. On PostgreSQL, with no clinic set, tenant tables look empty.
 
 `all_clinics()` lifts the policy for the few lookups that must cross clinics before the
 clinic is known: a signed-in user's memberships, an API key by its id, an invitation by

@@ -1,4 +1,4 @@
-"""Who an API request acts as, and in which clinic: a clinic API key or a user.
+"""The principal of an API request (a clinic API key or a user) and the clinic it acts in.
 
 A clinic API key acts for its clinic with a doctor's rights. A user (signed in with an
 access token) acts in one of their clinics: the one named by the `X-Clinic-ID` header,

@@ -142,7 +142,3 @@ def active_memberships_of(user: User) -> list[Membership]:
             .order_by(Membership.created_at)
         ).all()
     return list(memberships)
-
-
-def users_of_clinic(clinic: Clinic) -> list[User]:
-    return [membership.user for membership in list_members(clinic)]

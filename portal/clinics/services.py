@@ -140,7 +140,10 @@ def check_seat_free(clinic: Clinic, *, used: int, enabled: bool) -> None:
     """Raise SeatLimitReached when `used` seats leave none for one more person."""
     if enabled and used >= clinic.seat_limit:
         logger.info(
-            "clinic %s refused a member: %d of %d seats used", clinic.id, used, clinic.seat_limit
+            "seat check failed for clinic %s: %d of %d seats used",
+            clinic.id,
+            used,
+            clinic.seat_limit,
         )
         raise SeatLimitReached(used=used, limit=clinic.seat_limit)
 

@@ -25,7 +25,7 @@ class SmtpServer:
     received: list[ReceivedMail] = field(default_factory=list)
     #: (username, password) pairs the server accepts; empty accepts no login at all.
     logins: list[tuple[str, str]] = field(default_factory=list)
-    #: Whether the server answers every recipient with 550, as for an unknown mailbox.
+    #: Whether the server rejects every recipient with 550, as for an unknown mailbox.
     reject_recipients: bool = False
 
 

@@ -25,8 +25,8 @@ def database_url(request, tmp_path):
     """Return the app's and the migrations' database URLs as a pair.
 
     SQLite by default. Tests that need PostgreSQL parametrize this fixture indirectly
-    with "postgresql"; the app then connects as a role that owns no table, so row-level
-    security applies, and migrations run as the owner.
+    with "postgresql". The app then connects as a role that owns no table, so row-level
+    security applies to it, and migrations run as the owner.
     """
     if request.param == "postgresql":
         with temporary_postgres_database_with_app_role() as database:

@@ -161,7 +161,7 @@ MATRIX: dict[str, Entry] = {
         web(a=404, b=404, removed=404, operator=302),
         form={"seats": "9"},
     ),
-    # Sign-in pages. Tests configure no identity provider, so sign-in answers 503.
+    # Sign-in pages. Tests configure no identity provider, so sign-in returns 503.
     "GET /auth/login": Entry("/auth/login", everyone(503)),
     "GET /auth/callback": Entry("/auth/callback?error=access_denied", everyone(400)),
     "POST /auth/logout": Entry("/auth/logout", everyone(302)),

@@ -34,7 +34,7 @@ def clinic_a(make_clinic):
     return make_clinic("Clínica A", seats=3)
 
 
-def test_me_with_api_key_names_key_clinic_and_rights(client, clinic_a, make_api_key):
+def test_me_with_api_key(client, clinic_a, make_api_key):
     token = make_api_key(clinic_a, name="RIS Central")
     body = client.get("/api/auth/users/me/", headers=bearer(token)).get_json()
     assert body["type"] == "api_key"

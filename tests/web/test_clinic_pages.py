@@ -51,8 +51,10 @@ def test_clinic_page_shows_seats_members_and_invitations(app, client, clinic_a, 
     assert "Clínica A" in page
     assert 'data-used="3" data-limit="3"' in page
     assert "3 of 3 in use (2 members, 1 pending invitations)" in page
-    assert "admin@a.example" in page and "medica@a.example" in page
-    assert "Admin" in page and "Doctor" in page
+    assert "admin@a.example" in page
+    assert "medica@a.example" in page
+    assert "Admin" in page
+    assert "Doctor" in page
     assert "novo@a.example" in page
     assert "Send invitation" in page
 
@@ -125,7 +127,8 @@ def test_doctor_cannot_invite(client, clinic_a, make_user, login):
     response = client.post("/clinic/invitations", data={"email": "x@a.example", "role": "doctor"})
     assert response.status_code == 403
     page = client.get("/clinic/").get_data(as_text=True)
-    assert "Send invitation" not in page and "Enviar convite" not in page
+    assert "Send invitation" not in page
+    assert "Enviar convite" not in page
 
 
 def test_accept_flow_joins_clinic_once(app, clinic_a, make_user, login):
@@ -297,7 +300,8 @@ def test_member_of_two_clinics_switches(app, make_clinic, make_user, login, queu
     login(user_id, test_client=client)
 
     page = client.get("/studies/").get_data(as_text=True)
-    assert "Clínica A" in page and "Clínica B" in page
+    assert "Clínica A" in page
+    assert "Clínica B" in page
     study_in_a = post_multipart(
         client,
         "/studies/new",
@@ -353,7 +357,8 @@ def test_operator_sees_no_studies_but_manages_seats(app, make_clinic, make_user,
     assert operator.get(study_path).status_code == 404
     assert operator.get("/studies/").status_code == 404
     listing = operator.get("/operator/clinics/").get_data(as_text=True)
-    assert "Clínica A" in listing and "1 / 4" in listing
+    assert "Clínica A" in listing
+    assert "1 / 4" in listing
     assert (
         operator.post(f"/operator/clinics/{clinic_a}/seats", data={"seats": "9"}).status_code == 302
     )

@@ -61,7 +61,7 @@ def test_invitation_is_delivered_over_smtp(admin_client):
         assert outbox_messages(app) == []
 
 
-# The test server has no certificate, so it takes the login without TLS and says so.
+# The test server has no certificate, so it accepts the login without TLS and warns.
 NO_TLS_LOGIN_WARNING = "ignore:Requiring AUTH while not requiring TLS:UserWarning"
 
 

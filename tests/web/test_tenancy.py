@@ -58,7 +58,7 @@ def test_scoped_requires_tenant_table_and_clinic():
 
 
 @postgresql
-def test_every_tenant_table_has_forced_policy_and_other_owner(app):
+def test_tenant_tables_have_forced_policies(app):
     from portal.extensions import db
 
     with app.app_context():
