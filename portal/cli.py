@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 clinics_cli = AppGroup("clinics", help="Manage clinics (platform operators).")
 api_keys_cli = AppGroup("api-keys", help="Manage clinics' API keys.")
+operators_cli = AppGroup("operators", help="Grant or revoke the platform operator flag.")
 demo_cli = AppGroup("demo", help="Demo data for local development.")
 storage_cli = AppGroup("storage", help="Object storage.")
 
@@ -98,6 +99,38 @@ def list_clinics_command() -> None:
             click.echo(f"{clinic.id}\t{usage.used}\t{usage.limit}\t{clinic.name}")
 
 
+def _set_operator(email: str, *, is_operator: bool) -> None:
+    from sqlalchemy import func, select
+
+    from portal.clinics.models import User
+
+    users = db.session.scalars(
+        select(User).where(func.lower(User.email) == email.strip().lower())
+    ).all()
+    if not users:
+        raise click.ClickException(
+            f"no user with e-mail {email}: the person must sign in to the portal once first"
+        )
+    for user in users:
+        user.is_operator = is_operator
+        logger.info("user %s operator flag set to %s", user.id, is_operator)
+    db.session.commit()
+
+
+@operators_cli.command("grant")
+@click.argument("email")
+def grant_operator_command(email: str) -> None:
+    """Make the user with EMAIL a platform operator."""
+    _set_operator(email, is_operator=True)
+
+
+@operators_cli.command("revoke")
+@click.argument("email")
+def revoke_operator_command(email: str) -> None:
+    """Remove the platform operator flag from the user with EMAIL."""
+    _set_operator(email, is_operator=False)
+
+
 @api_keys_cli.command("create")
 @click.option("--clinic", "clinic_id", required=True, help="The clinic's id (a UUID).")
 @click.option("--name", required=True, help="A name that says which integration uses the key.")
@@ -153,6 +186,7 @@ def worker_command(workers: int) -> None:
 def register_cli(app: Flask) -> None:
     app.cli.add_command(clinics_cli)
     app.cli.add_command(api_keys_cli)
+    app.cli.add_command(operators_cli)
     app.cli.add_command(demo_cli)
     app.cli.add_command(storage_cli)
     app.cli.add_command(worker_command)

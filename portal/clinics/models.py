@@ -69,13 +69,12 @@ class User(UserMixin, db.Model):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     identities: Mapped[list[Identity]] = relationship(back_populates="user")
+    #: NOTE: on PostgreSQL this loads only the rows of the session's current clinic;
+    #: `portal.clinics.members.active_memberships_of` lists every clinic's.
     memberships: Mapped[list[Membership]] = relationship(back_populates="user")
 
     def get_id(self) -> str:
         return str(self.id)
-
-    def active_memberships(self) -> list[Membership]:
-        return [m for m in self.memberships if m.status == MembershipStatus.ACTIVE]
 
 
 class Identity(db.Model):

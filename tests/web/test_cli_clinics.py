@@ -62,3 +62,20 @@ def test_create_with_bad_admin_email_creates_nothing(app):
     assert result.exit_code != 0
     assert "clinic not created" in result.output
     assert runner.invoke(args=["clinics", "list"]).output == ""
+
+
+def test_operator_flag_is_granted_and_revoked(app, make_user):
+    from portal.clinics.models import User
+    from portal.extensions import db
+
+    user_id = make_user(None, email="ops@vizier.example")
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["operators", "grant", "OPS@vizier.example"]).exit_code == 0
+    with app.app_context():
+        assert db.session.get(User, user_id).is_operator is True
+    assert runner.invoke(args=["operators", "revoke", "ops@vizier.example"]).exit_code == 0
+    with app.app_context():
+        assert db.session.get(User, user_id).is_operator is False
+    unknown = runner.invoke(args=["operators", "grant", "nobody@vizier.example"])
+    assert unknown.exit_code != 0
+    assert "sign in to the portal once first" in unknown.output
