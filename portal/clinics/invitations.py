@@ -178,14 +178,15 @@ def get_invitation_or_404(clinic: Clinic, invitation_id: uuid.UUID | str) -> Inv
     return invitation
 
 
-def list_invitations(clinic: Clinic, *, status: InvitationStatus | None = None) -> list:
+def list_invitations(clinic: Clinic, *, statuses: tuple[InvitationStatus, ...] = ()) -> list:
+    """Return the clinic's invitations, newest first, limited to `statuses` when given."""
     invitations = db.session.scalars(
         scoped(Invitation, clinic.id).order_by(Invitation.created_at.desc())
     ).all()
-    if status is None:
+    if not statuses:
         return list(invitations)
     now = utcnow()
-    return [invitation for invitation in invitations if invitation.status_at(now) == status]
+    return [invitation for invitation in invitations if invitation.status_at(now) in statuses]
 
 
 def resend_invitation(invitation: Invitation, *, actor: User, settings: Settings) -> Invitation:

@@ -45,7 +45,10 @@ def _render_clinic_page(invite_form: InviteForm | None = None, status: int = 200
         clinic=clinic,
         usage=seat_usage(clinic),
         members=member_service.list_members(clinic, include_removed=True),
-        invitations=invitation_service.list_invitations(clinic, status=InvitationStatus.PENDING),
+        # Expired invitations stay listed so that an admin can send them again.
+        invitations=invitation_service.list_invitations(
+            clinic, statuses=(InvitationStatus.PENDING, InvitationStatus.EXPIRED)
+        ),
         invite_form=invite_form or InviteForm(),
         role_form=RoleForm(),
         confirm_form=ConfirmForm(),

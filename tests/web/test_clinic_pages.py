@@ -189,12 +189,22 @@ def test_expired_invitation_is_refused(app, clinic_a, make_user, login):
     with app.app_context(), all_clinics():
         db.session.get(Invitation, invitation_id).expires_at = utcnow() - timedelta(seconds=1)
         db.session.commit()
+    admin = app.test_client()
+    login(make_user(clinic_a, role="admin", email="admin@a.example"), test_client=admin)
+    clinic_page = admin.get("/clinic/", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "maria@a.example" in clinic_page
+    assert "Expired" in clinic_page
+
     invited = app.test_client()
     login(make_user(None, email="maria@a.example"), test_client=invited)
     assert invited.get(path).status_code == 410
     response = invited.post(f"{path}/accept", headers={"Accept-Language": "en"})
     assert response.status_code == 410
     assert "expired" in response.get_data(as_text=True)
+
+    assert admin.post(f"/clinic/invitations/{invitation_id}/resend").status_code == 302
+    new_path = link_path(invitation_link(outbox_messages(app)[-1]))
+    assert invited.post(f"{new_path}/accept").status_code == 302
 
 
 def test_invitation_expires_after_seven_days_by_default(app, clinic_a):
