@@ -1,8 +1,14 @@
-"""Alembic environment: runs migrations on the Flask app's database."""
+"""Alembic environment: runs migrations on the Flask app's database.
+
+Migrations connect with DATABASE_MIGRATION_URL (the tables' owner) when it is set, and
+then grant the role of DATABASE_URL the rights it needs on every table, so the
+application never owns the tables and PostgreSQL's row-level security applies to it.
+"""
 
 import logging
 from logging.config import fileConfig
 
+import sqlalchemy as sa
 from alembic import context
 from flask import current_app
 
@@ -12,9 +18,30 @@ if config.config_file_name and not logging.getLogger().handlers:
 logger = logging.getLogger("alembic.env")
 
 database = current_app.extensions["migrate"].db
+settings = current_app.config["PORTAL_SETTINGS"]
+migration_url = sa.make_url(settings.migration_database_url)
+app_url = sa.make_url(settings.database_url)
 config.set_main_option(
-    "sqlalchemy.url", database.engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    "sqlalchemy.url", migration_url.render_as_string(hide_password=False).replace("%", "%%")
 )
+
+
+def grant_app_role(connection):
+    """Give the application's role row access to every table but Alembic's own."""
+    if connection.dialect.name != "postgresql" or not app_url.username:
+        return
+    if app_url.username == migration_url.username:
+        return
+    quote = connection.dialect.identifier_preparer.quote
+    role = quote(app_url.username)
+    tables = [
+        name for name in sa.inspect(connection).get_table_names() if name != "alembic_version"
+    ]
+    for name in tables:
+        connection.execute(
+            sa.text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {quote(name)} TO {role}")
+        )
+    logger.info("granted row access on %d tables to the application role", len(tables))
 
 
 def run_migrations_offline():
@@ -36,12 +63,17 @@ def run_migrations_online():
 
     configure_args = dict(current_app.extensions["migrate"].configure_args)
     configure_args.setdefault("process_revision_directives", skip_empty_revision)
-    with database.engine.connect() as connection:
-        context.configure(
-            connection=connection, target_metadata=database.metadata, **configure_args
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+    engine = sa.create_engine(migration_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            context.configure(
+                connection=connection, target_metadata=database.metadata, **configure_args
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+                grant_app_role(connection)
+    finally:
+        engine.dispose()
 
 
 if context.is_offline_mode():

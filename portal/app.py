@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from flask import Flask, g, request, session
+from flask import Flask, g, has_request_context, request, session
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -49,7 +49,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _init_extensions(app: Flask, settings: Settings) -> None:
-    from portal import models  # noqa: F401 - registers every table on the metadata
+    from portal import (
+        models,  # noqa: F401 - registers every table on the metadata
+        tenancy,  # noqa: F401 - writes the clinic into each PostgreSQL transaction
+    )
     from portal.auth.oidc import register_provider
     from portal.auth.tokens import install_token_verifier
     from portal.db_types import render_migration_item
@@ -90,16 +93,20 @@ def _trust_proxy_headers(app: Flask, settings: Settings) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from portal.api.clinics import bp as api_clinics_bp
     from portal.api.views import bp as api_bp
     from portal.auth.views import bp as auth_bp
     from portal.clinics.api_keys_views import bp as api_keys_bp
+    from portal.clinics.views import bp as clinics_bp
     from portal.health.views import bp as health_bp
     from portal.studies.views import bp as studies_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(api_keys_bp)
     app.register_blueprint(studies_bp)
+    app.register_blueprint(clinics_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(api_clinics_bp)
     app.register_blueprint(health_bp)
 
 
@@ -131,6 +138,9 @@ def _register_template_helpers(app: Flask) -> None:
 
 def select_locale() -> str:
     """Pick the user's chosen language, then the browser's, then Portuguese."""
+    if not has_request_context():
+        # CLI commands and tasks have no request; they speak the default language.
+        return SUPPORTED_LOCALES[0]
     chosen = session.get("locale")
     if chosen in SUPPORTED_LOCALES:
         return chosen

@@ -10,35 +10,20 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from portal.extensions import db
+from portal.tenancy import all_clinics
 from portal.worker_health import DEFAULT_MAX_AGE_S
 
 logger = logging.getLogger(__name__)
 
 clinics_cli = AppGroup("clinics", help="Manage clinics (platform operators).")
 api_keys_cli = AppGroup("api-keys", help="Manage clinics' API keys.")
+operators_cli = AppGroup("operators", help="Grant or revoke the platform operator flag.")
 demo_cli = AppGroup("demo", help="Demo data for local development.")
 storage_cli = AppGroup("storage", help="Object storage.")
 
 
-@clinics_cli.command("create")
-@click.argument("name")
-@click.option("--seats", type=click.IntRange(min=1), required=True, help="Number of seats bought.")
-def create_clinic_command(name: str, seats: int) -> None:
-    """Create a clinic and print its id."""
-    from portal.clinics.services import create_clinic
-
-    clinic = create_clinic(name, seat_limit=seats)
-    db.session.commit()
-    click.echo(str(clinic.id))
-
-
-@api_keys_cli.command("create")
-@click.option("--clinic", "clinic_id", required=True, help="The clinic's id (a UUID).")
-@click.option("--name", required=True, help="A name that says which integration uses the key.")
-def create_api_key_command(clinic_id: str, name: str) -> None:
-    """Create an API key for a clinic and print it; it is shown only this once."""
+def _load_clinic(clinic_id: str):
     from portal.clinics.models import Clinic
-    from portal.clinics.services import create_api_key
 
     try:
         clinic = db.session.get(Clinic, uuid.UUID(clinic_id))
@@ -46,10 +31,117 @@ def create_api_key_command(clinic_id: str, name: str) -> None:
         clinic = None
     if clinic is None:
         raise click.ClickException(
-            f"clinic {clinic_id} not found: list clinics with the database id"
+            f"clinic {clinic_id} not found: `flask --app wsgi clinics list` shows the ids"
         )
-    _api_key, token = create_api_key(clinic, name=name)
+    return clinic
+
+
+@clinics_cli.command("create")
+@click.argument("name")
+@click.option("--seats", type=click.IntRange(min=1), required=True, help="Number of seats bought.")
+@click.option(
+    "--admin-email",
+    default=None,
+    help="Send this address an invitation to be the clinic's first admin.",
+)
+@click.option(
+    "--language",
+    type=click.Choice(["pt_BR", "en"]),
+    default="pt_BR",
+    show_default=True,
+    help="Language of the invitation e-mail.",
+)
+def create_clinic_command(name: str, seats: int, admin_email: str | None, language: str) -> None:
+    """Create a clinic and print its id."""
+    from portal.clinics.invitations import invite
+    from portal.clinics.models import Role
+    from portal.clinics.services import create_clinic
+    from portal.errors import UserFacingError
+
+    with all_clinics():
+        clinic = create_clinic(name, seat_limit=seats)
+        if admin_email:
+            try:
+                invitation = invite(
+                    clinic,
+                    email=admin_email,
+                    role=Role.ADMIN,
+                    locale=language,
+                    invited_by=None,
+                    settings=current_app.config["PORTAL_SETTINGS"],
+                )
+            except UserFacingError as error:
+                db.session.rollback()
+                raise click.ClickException(f"clinic not created: {error.detail()}") from None
+            logger.info("invitation %s sent to the first admin", invitation.id)
+        db.session.commit()
+    click.echo(str(clinic.id))
+
+
+@clinics_cli.command("set-seats")
+@click.argument("clinic_id")
+@click.argument("seats", type=click.IntRange(min=1))
+def set_seats_command(clinic_id: str, seats: int) -> None:
+    """Set the number of seats of a clinic."""
+    from portal.clinics.services import set_seat_limit
+
+    with all_clinics():
+        set_seat_limit(_load_clinic(clinic_id), seats)
+        db.session.commit()
+
+
+@clinics_cli.command("list")
+def list_clinics_command() -> None:
+    """Print each clinic: id, seats used, seat limit and name, separated by tabs."""
+    from portal.clinics.services import list_clinics_with_usage
+
+    with all_clinics():
+        for clinic, usage in list_clinics_with_usage():
+            click.echo(f"{clinic.id}\t{usage.used}\t{usage.limit}\t{clinic.name}")
+
+
+def _set_operator(email: str, *, is_operator: bool) -> None:
+    from sqlalchemy import func, select
+
+    from portal.clinics.models import User
+
+    users = db.session.scalars(
+        select(User).where(func.lower(User.email) == email.strip().lower())
+    ).all()
+    if not users:
+        raise click.ClickException(
+            f"no user with e-mail {email}: the person must sign in to the portal once first"
+        )
+    for user in users:
+        user.is_operator = is_operator
+        logger.info("user %s operator flag set to %s", user.id, is_operator)
     db.session.commit()
+
+
+@operators_cli.command("grant")
+@click.argument("email")
+def grant_operator_command(email: str) -> None:
+    """Make the user with EMAIL a platform operator."""
+    _set_operator(email, is_operator=True)
+
+
+@operators_cli.command("revoke")
+@click.argument("email")
+def revoke_operator_command(email: str) -> None:
+    """Remove the platform operator flag from the user with EMAIL."""
+    _set_operator(email, is_operator=False)
+
+
+@api_keys_cli.command("create")
+@click.option("--clinic", "clinic_id", required=True, help="The clinic's id (a UUID).")
+@click.option("--name", required=True, help="A name that says which integration uses the key.")
+def create_api_key_command(clinic_id: str, name: str) -> None:
+    """Create an API key for a clinic and print it; it is shown only this once."""
+    from portal.clinics.services import create_api_key
+
+    with all_clinics():
+        _api_key, token = create_api_key(_load_clinic(clinic_id), name=name)
+        db.session.commit()
     click.echo(token)
 
 
@@ -150,6 +242,7 @@ def worker_health_command(max_age_s: float) -> None:
 def register_cli(app: Flask) -> None:
     app.cli.add_command(clinics_cli)
     app.cli.add_command(api_keys_cli)
+    app.cli.add_command(operators_cli)
     app.cli.add_command(demo_cli)
     app.cli.add_command(storage_cli)
     app.cli.add_command(worker_command)

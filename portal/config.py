@@ -27,6 +27,7 @@ SECRET_KEY_HINT = "python -c 'import secrets; print(secrets.token_hex(32))'"
 
 #: A JWKS document is fetched again for an unknown `kid` at most this often.
 JWKS_MIN_REFRESH_INTERVAL_S = 60
+SMTP_TLS_MODES = ("starttls", "ssl", "none")
 
 
 class ConfigurationError(RuntimeError):
@@ -106,6 +107,8 @@ class Settings:
     portal_base_url: str = "http://127.0.0.1:8000"
     portal_env: str = "development"
     database_url: str = ""
+    #: The tables' owner, for migrations; the app's own role must not own them.
+    database_migration_url: str = ""
     redis_url: str = ""
     huey_sqlite_path: str = ""
     data_dir: str = ""
@@ -139,6 +142,14 @@ class Settings:
     dicom_window_center: float = 40.0
     dicom_window_width: float = 400.0
     enable_seat_limit_check: bool = True
+    invitation_ttl_days: int = 7
+    smtp_host: str = ""
+    smtp_port: int = 587
+    #: starttls, ssl (TLS from the first byte) or none.
+    smtp_tls: str = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    mail_sender: str = "Vizier Med <nao-responda@vizier-med.local>"
     max_upload_bytes: int = 2 * 1024**3
     #: Flask's debug mode (FLASK_DEBUG); never allowed in production.
     debug: bool = False
@@ -161,6 +172,15 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.portal_env == "production"
+
+    @property
+    def migration_database_url(self) -> str:
+        return self.database_migration_url or self.database_url
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Return the folder where e-mails are written when no SMTP host is set."""
+        return Path(self.data_dir) / "outbox"
 
     @property
     def issuer(self) -> str:
@@ -205,11 +225,20 @@ class Settings:
             raise ConfigurationError(
                 f"PRESIGNED_URL_TTL={ttl} must be between 1 and {MAX_PRESIGNED_URL_TTL_S} seconds"
             )
+        smtp_tls = get("SMTP_TLS", "starttls").strip().lower()
+        if smtp_tls not in SMTP_TLS_MODES:
+            raise ConfigurationError(f"SMTP_TLS={smtp_tls!r} must be one of starttls, ssl, none")
+        invitation_ttl_days = _parse_int("INVITATION_TTL_DAYS", get("INVITATION_TTL_DAYS", "7"))
+        if invitation_ttl_days < 1:
+            raise ConfigurationError(
+                f"INVITATION_TTL_DAYS={invitation_ttl_days} must be at least 1"
+            )
         return cls(
             secret_key=get("SECRET_KEY") or DEV_SECRET_KEY_PREFIX + secrets.token_hex(16),
             portal_base_url=get("PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
             portal_env=portal_env,
             database_url=database_url,
+            database_migration_url=get("DATABASE_MIGRATION_URL"),
             redis_url=get("REDIS_URL"),
             huey_sqlite_path=get("HUEY_SQLITE_PATH") or str(Path(data_dir) / "huey.sqlite3"),
             data_dir=data_dir,
@@ -266,6 +295,13 @@ class Settings:
             metrics_host=get("METRICS_HOST") or "127.0.0.1",
             worker_heartbeat_file=get("WORKER_HEARTBEAT_FILE")
             or str(Path(data_dir) / "worker-heartbeat"),
+            invitation_ttl_days=invitation_ttl_days,
+            smtp_host=get("SMTP_HOST"),
+            smtp_port=_parse_int("SMTP_PORT", get("SMTP_PORT", "587")),
+            smtp_tls=smtp_tls,
+            smtp_username=get("SMTP_USERNAME"),
+            smtp_password=get("SMTP_PASSWORD"),
+            mail_sender=get("MAIL_SENDER") or "Vizier Med <nao-responda@vizier-med.local>",
         )
 
     def check(self) -> None:

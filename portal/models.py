@@ -1,5 +1,12 @@
 """Imports every model module so that the metadata knows all tables (for Alembic)."""
 
 from portal.auth.models import SignInSession  # noqa: F401
-from portal.clinics.models import ApiKey, Clinic, Identity, Membership, User  # noqa: F401
+from portal.clinics.models import (  # noqa: F401
+    ApiKey,
+    Clinic,
+    Identity,
+    Invitation,
+    Membership,
+    User,
+)
 from portal.studies.models import Artifact, Attempt, Study  # noqa: F401

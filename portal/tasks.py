@@ -27,6 +27,7 @@ from portal.studies.models import (
     Attempt,
     StudyStatus,
 )
+from portal.tenancy import set_clinic_of
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ def convert_attempt(*, attempt_id: str) -> None:
     from portal.pipeline import PipelineError, convert_study
 
     with _app().app_context():
+        set_clinic_of(Attempt, uuid.UUID(attempt_id))
         attempt = claim(uuid.UUID(attempt_id), StudyStatus.UPLOADED, StudyStatus.CONVERTING)
         if attempt is None:
             return
@@ -178,6 +180,7 @@ def run_inference(*, attempt_id: str) -> None:
     from portal.inference.client import InferenceClient, InferenceError
 
     with _app().app_context():
+        set_clinic_of(Attempt, uuid.UUID(attempt_id))
         attempt = claim(
             uuid.UUID(attempt_id), StudyStatus.INFERENCE_QUEUED, StudyStatus.INFERENCE_RUNNING
         )
@@ -247,6 +250,7 @@ def write_results(*, attempt_id: str) -> None:
     from portal.storage import study_object_key
 
     with _app().app_context():
+        set_clinic_of(Attempt, uuid.UUID(attempt_id))
         attempt = db.session.get(Attempt, uuid.UUID(attempt_id))
         if attempt is None or attempt.status != StudyStatus.WRITING_RESULTS:
             logger.info("attempt %s is not writing results; step skipped", attempt_id)

@@ -10,10 +10,16 @@ from __future__ import annotations
 import functools
 import logging
 
-from flask import current_app, g, request
+from flask import g, request
 
+from portal.api.principal import (
+    CLINIC_HEADER,
+    Principal,
+    principal_for_api_key,
+    principal_for_user,
+    user_from_access_token,
+)
 from portal.auth.rate_limits import api_rate_limit
-from portal.auth.services import api_membership_for_token
 from portal.clinics.services import API_KEY_PREFIX, authenticate_api_key
 from portal.errors import Unauthorized
 from portal.extensions import db
@@ -29,36 +35,51 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
-def api_key_required(view):
-    """Authenticate the request and set `g.clinic`, and `g.api_key` or `g.api_user`.
+def authenticate_request() -> Principal:
+    """Return the request's principal and set its rate-limit key.
 
-    Raises a 401 error for a missing or invalid credential and a 403 error for a valid access
-    token of a user without an active membership. Past the rate limit of the key or user,
-    Flask-Limiter raises a 429 error.
+    Raises a 401 error for a missing or invalid credential, a 403 error for a valid access
+    token of a user without an active membership, and a 503 error when the identity
+    provider's signing keys cannot be fetched.
+    """
+    token = bearer_token()
+    if token is None:
+        logger.info("API request to %s rejected: no Bearer credential", request.path)
+        raise Unauthorized()
+    if token.startswith(API_KEY_PREFIX):
+        api_key = authenticate_api_key(token)
+        if api_key is None:
+            logger.info("API request to %s rejected: invalid API key", request.path)
+            raise Unauthorized()
+        g.rate_limit_key = f"api-key:{api_key.id}"
+        return principal_for_api_key(api_key)
+    user = user_from_access_token(token)
+    if user is None:
+        logger.info("API request to %s rejected: invalid access token", request.path)
+        raise Unauthorized()
+    g.rate_limit_key = f"user:{user.id}"
+    return principal_for_user(user, request.headers.get(CLINIC_HEADER))
+
+
+def api_key_required(view):
+    """Authenticate the caller and set `g.principal`, `g.clinic`, `g.api_key`, `g.api_user`.
+
+    The name is kept from when only API keys were accepted; a Cognito access token of an
+    active member is accepted too. Past the rate limit of the key or user, Flask-Limiter
+    raises a 429 error.
     """
     limited_view = api_rate_limit(view)
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        token = bearer_token()
-        if token is None:
-            logger.info("API request to %s rejected: no Bearer credential", request.path)
-            raise Unauthorized()
-        if token.startswith(API_KEY_PREFIX):
-            api_key = authenticate_api_key(token)
-            if api_key is None:
-                logger.info("API request to %s rejected: invalid API key", request.path)
-                raise Unauthorized()
-            g.api_key, g.api_user, g.clinic = api_key, None, api_key.clinic
-            g.rate_limit_key = f"api-key:{api_key.id}"
-        else:
-            membership = api_membership_for_token(
-                token, app=current_app, clinic_id=request.headers.get("X-Clinic-ID")
-            )
-            g.api_key, g.api_user, g.clinic = None, membership.user, membership.clinic
-            g.log_user_id = str(membership.user_id)
-            g.rate_limit_key = f"user:{membership.user_id}"
+        principal = authenticate_request()
         db.session.commit()
+        g.principal = principal
+        g.clinic = principal.clinic
+        g.api_key = principal.api_key
+        g.api_user = principal.user
+        if principal.user is not None:
+            g.log_user_id = str(principal.user.id)
         return limited_view(*args, **kwargs)
 
     return wrapper

@@ -114,8 +114,8 @@ def create_study():
         storage=current_app.extensions["portal_storage"],
         max_upload_bytes=settings.max_upload_bytes,
         work_dir=Path(settings.data_dir) / "uploads",
+        uploaded_by=g.principal.user,
         api_key=g.api_key,
-        uploaded_by=g.api_user,
     )
     db.session.commit()
     services.queue_attempt(study.latest_attempt)

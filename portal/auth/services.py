@@ -9,12 +9,19 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from portal.auth.tokens import InvalidAccessToken, KeysUnavailable, token_verifier
-from portal.clinics.models import Identity, Membership, User
+from portal.clinics.models import Identity, User
 from portal.db_types import utcnow
-from portal.errors import Forbidden, Unauthorized, UserFacingError
+from portal.errors import Forbidden, UserFacingError
 from portal.extensions import db
 
 logger = logging.getLogger(__name__)
+
+
+def is_true_claim(value) -> bool:
+    """Read a boolean claim: Cognito sends `email_verified` as the string "true"."""
+    if isinstance(value, bool):
+        return value
+    return isinstance(value, str) and value.strip().lower() == "true"
 
 
 def user_from_claims(issuer: str, claims: dict) -> User:
@@ -36,6 +43,7 @@ def user_from_claims(issuer: str, claims: dict) -> User:
     user = identity.user
     if claims.get("email"):
         user.email = str(claims["email"])
+        user.is_email_verified = is_true_claim(claims.get("email_verified"))
     if claims.get("name"):
         user.display_name = str(claims["name"])
     user.last_login_at = utcnow()
@@ -54,31 +62,27 @@ class IdentityProviderUnavailable(UserFacingError):
     message = _l("The identity provider's keys could not be fetched. Try again in a minute.")
 
 
-def api_membership_for_token(token: str, *, app: Flask, clinic_id: str | None) -> Membership:
-    """Return the active membership an access token acts through.
+def user_for_access_token(token: str, *, app: Flask) -> User | None:
+    """Return the portal user an access token belongs to, or None for an invalid token.
 
-    Raises Unauthorized for a token that fails validation, NoActiveMembership when its user
-    is unknown here or has no active membership (in `clinic_id`, when given), and
-    IdentityProviderUnavailable when the signing keys cannot be fetched.
+    Raises NoActiveMembership for a valid token whose identity the portal does not know
+    (such a user has no membership anywhere), and IdentityProviderUnavailable when the
+    signing keys cannot be fetched. Clinic and role come from the database afterwards.
     """
     verifier = token_verifier(app)
     if verifier is None:
-        raise Unauthorized()
+        return None
     try:
         claims = verifier.verify(token)
     except InvalidAccessToken as error:
         logger.info("access token rejected: %s", error.reason)
-        raise Unauthorized() from None
+        return None
     except KeysUnavailable:
         raise IdentityProviderUnavailable() from None
-
     identity = db.session.scalar(
         select(Identity).where(Identity.issuer == claims.issuer, Identity.subject == claims.subject)
     )
-    memberships = identity.user.active_memberships() if identity is not None else []
-    if clinic_id:
-        memberships = [m for m in memberships if str(m.clinic_id) == clinic_id.strip()]
-    if not memberships:
-        logger.info("access token of a user without an active membership rejected")
+    if identity is None:
+        logger.info("access token of an identity unknown to the portal rejected")
         raise NoActiveMembership()
-    return min(memberships, key=lambda membership: membership.created_at)
+    return identity.user

@@ -1,13 +1,14 @@
-"""Clinics (the tenants), users, their identities and memberships, and API keys."""
+"""Clinics (the tenants), users, their identities, memberships and invitations, and API keys."""
 
 from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
+from flask_babel import lazy_gettext as _l
 from flask_login import UserMixin
-from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db_types import UTCDateTime, new_uuid, string_enum, utcnow
@@ -24,6 +25,20 @@ class MembershipStatus(enum.StrEnum):
     REMOVED = "removed"
 
 
+class InvitationStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+ROLE_TITLES = {Role.ADMIN: _l("Admin"), Role.DOCTOR: _l("Doctor")}
+MEMBERSHIP_STATUS_TITLES = {
+    MembershipStatus.ACTIVE: _l("Active"),
+    MembershipStatus.REMOVED: _l("Removed"),
+}
+
+
 class Clinic(db.Model):
     __tablename__ = "clinic"
 
@@ -34,6 +49,7 @@ class Clinic(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="clinic")
+    invitations: Mapped[list[Invitation]] = relationship(back_populates="clinic")
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="clinic")
 
 
@@ -42,6 +58,8 @@ class User(UserMixin, db.Model):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_uuid)
     email: Mapped[str] = mapped_column(String(320))
+    #: Whether the identity provider vouched for `email` at the last sign-in.
+    is_email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     display_name: Mapped[str] = mapped_column(String(200), default="")
     #: The interface language the user chose; None follows the browser.
     locale: Mapped[str | None] = mapped_column(String(10))
@@ -51,13 +69,12 @@ class User(UserMixin, db.Model):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     identities: Mapped[list[Identity]] = relationship(back_populates="user")
+    #: NOTE: on PostgreSQL this loads only the rows of the session's current clinic;
+    #: `portal.clinics.members.active_memberships_of` lists every clinic's.
     memberships: Mapped[list[Membership]] = relationship(back_populates="user")
 
     def get_id(self) -> str:
         return str(self.id)
-
-    def active_memberships(self) -> list[Membership]:
-        return [m for m in self.memberships if m.status == MembershipStatus.ACTIVE]
 
 
 class Identity(db.Model):
@@ -88,6 +105,7 @@ class Membership(db.Model):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="memberships")
     clinic: Mapped[Clinic] = relationship(back_populates="memberships")
@@ -95,6 +113,61 @@ class Membership(db.Model):
     @property
     def is_admin(self) -> bool:
         return self.role == Role.ADMIN
+
+    @property
+    def role_title(self) -> str:
+        return str(ROLE_TITLES[self.role])
+
+    @property
+    def status_title(self) -> str:
+        return str(MEMBERSHIP_STATUS_TITLES[self.status])
+
+
+class Invitation(db.Model):
+    """An e-mail invitation to join a clinic with a role, accepted once through a link.
+
+    The link carries a random token; only its SHA-256 digest is stored, so the table
+    alone cannot be used to accept an invitation. Resending replaces the token, which
+    makes earlier links invalid.
+    """
+
+    __tablename__ = "invitation"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_uuid)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    #: Stored in lower case; the accepting account's verified e-mail must match it.
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[Role] = mapped_column(string_enum(Role, length=20))
+    #: Language of the e-mail, chosen by the inviter: pt_BR or en.
+    locale: Mapped[str] = mapped_column(String(10), default="pt_BR")
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    accepted_by_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("user_account.id"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    clinic: Mapped[Clinic] = relationship(back_populates="invitations")
+    invited_by: Mapped[User | None] = relationship(foreign_keys=[invited_by_user_id])
+
+    def status_at(self, now: datetime) -> InvitationStatus:
+        if self.accepted_at is not None:
+            return InvitationStatus.ACCEPTED
+        if self.revoked_at is not None:
+            return InvitationStatus.REVOKED
+        if self.expires_at <= now:
+            return InvitationStatus.EXPIRED
+        return InvitationStatus.PENDING
+
+    @property
+    def status(self) -> InvitationStatus:
+        return self.status_at(datetime.now(UTC))
+
+    @property
+    def role_title(self) -> str:
+        return str(ROLE_TITLES[self.role])
 
 
 class ApiKey(db.Model):

@@ -1,4 +1,4 @@
-"""Clinics, API keys and the demo data. Functions flush; the caller commits."""
+"""Clinics, seats, API keys and the demo data. Functions flush; the caller commits."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ import hmac
 import json
 import logging
 import secrets
+import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from portal.clinics.errors import SeatLimitReached
 from portal.clinics.models import (
     ApiKey,
     Clinic,
     Identity,
+    Invitation,
     Membership,
     MembershipStatus,
     Role,
@@ -24,6 +28,7 @@ from portal.clinics.models import (
 from portal.db_types import utcnow
 from portal.errors import NotFound
 from portal.extensions import db
+from portal.tenancy import all_clinics, scoped
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,106 @@ def create_clinic(name: str, *, seat_limit: int) -> Clinic:
     db.session.flush()
     logger.info("created clinic %s with %d seats", clinic.id, seat_limit)
     return clinic
+
+
+def set_seat_limit(clinic: Clinic, seat_limit: int, *, actor: User | None = None) -> Clinic:
+    """Change the seats a clinic bought; members and invitations beyond it stay."""
+    if seat_limit < 1:
+        raise ValueError("a clinic needs at least one seat")
+    clinic = lock_clinic(clinic.id)
+    previous = clinic.seat_limit
+    clinic.seat_limit = seat_limit
+    db.session.flush()
+    logger.info(
+        "user %s changed the seats of clinic %s from %d to %d",
+        actor.id if actor else "-",
+        clinic.id,
+        previous,
+        seat_limit,
+    )
+    return clinic
+
+
+def list_clinics_with_usage() -> list[tuple[Clinic, SeatUsage]]:
+    """Return every clinic with its seat usage, by name; the caller lifts the tenant scope."""
+    clinics = db.session.scalars(select(Clinic).order_by(Clinic.name)).all()
+    return [(clinic, seat_usage(clinic)) for clinic in clinics]
+
+
+def get_clinic_or_404(clinic_id: uuid.UUID | str) -> Clinic:
+    try:
+        clinic_uuid = clinic_id if isinstance(clinic_id, uuid.UUID) else uuid.UUID(str(clinic_id))
+    except ValueError:
+        raise NotFound() from None
+    clinic = db.session.get(Clinic, clinic_uuid)
+    if clinic is None:
+        raise NotFound()
+    return clinic
+
+
+def lock_clinic(clinic_id: uuid.UUID) -> Clinic:
+    """Load the clinic with a row lock held until commit; seat checks run under it.
+
+    Every action that adds a member or an invitation takes this lock first, so two
+    requests cannot both see the last free seat. SQLite ignores FOR UPDATE but lets one
+    writer at a time.
+    """
+    return db.session.scalars(
+        select(Clinic)
+        .where(Clinic.id == clinic_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+@dataclass(frozen=True)
+class SeatUsage:
+    members: int
+    pending_invitations: int
+    limit: int
+
+    @property
+    def used(self) -> int:
+        return self.members + self.pending_invitations
+
+    @property
+    def free(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+def count_active_members(clinic_id: uuid.UUID) -> int:
+    query = scoped(Membership, clinic_id).where(Membership.status == MembershipStatus.ACTIVE)
+    return db.session.scalar(select(func.count()).select_from(query.subquery()))
+
+
+def count_pending_invitations(clinic_id: uuid.UUID, *, now: datetime | None = None) -> int:
+    query = scoped(Invitation, clinic_id).where(
+        Invitation.accepted_at.is_(None),
+        Invitation.revoked_at.is_(None),
+        Invitation.expires_at > (now or utcnow()),
+    )
+    return db.session.scalar(select(func.count()).select_from(query.subquery()))
+
+
+def seat_usage(clinic: Clinic) -> SeatUsage:
+    """Count what uses the clinic's seats: active members and pending invitations."""
+    return SeatUsage(
+        members=count_active_members(clinic.id),
+        pending_invitations=count_pending_invitations(clinic.id),
+        limit=clinic.seat_limit,
+    )
+
+
+def check_seat_free(clinic: Clinic, *, used: int, enabled: bool) -> None:
+    """Raise SeatLimitReached when `used` seats leave none for one more person."""
+    if enabled and used >= clinic.seat_limit:
+        logger.info(
+            "seat check failed for clinic %s: %d of %d seats used",
+            clinic.id,
+            used,
+            clinic.seat_limit,
+        )
+        raise SeatLimitReached(used=used, limit=clinic.seat_limit)
 
 
 def _secret_digest(secret: str) -> str:
@@ -118,7 +223,9 @@ def authenticate_api_key(token: str) -> ApiKey | None:
     key_id, separator, secret = token[len(API_KEY_PREFIX) :].partition("_")
     if not separator or not key_id or not secret:
         return None
-    api_key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    # The key's clinic is not known before the key is found.
+    with all_clinics():
+        api_key = db.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
     if api_key is None or not api_key.is_active:
         return None
     if not hmac.compare_digest(api_key.secret_sha256, _secret_digest(secret)):
@@ -133,6 +240,11 @@ def ensure_demo_data(issuer: str, accounts_path: Path = DEMO_ACCOUNTS_PATH) -> C
     The accounts' `sub` values are the ones the dev identity provider issues, so signing
     in there lands in these users.
     """
+    with all_clinics():
+        return _ensure_demo_data(issuer, accounts_path)
+
+
+def _ensure_demo_data(issuer: str, accounts_path: Path) -> Clinic:
     data = json.loads(accounts_path.read_text(encoding="utf-8"))
     clinic_data = data["clinic"]
     clinic = db.session.scalar(select(Clinic).where(Clinic.name == clinic_data["name"]))

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
 
 from portal.categories import Category, categories_by_key, load_categories
 from portal.clinics.models import ApiKey, Clinic, User
@@ -26,6 +25,7 @@ from portal.studies.models import (
     Attempt,
     Study,
 )
+from portal.tenancy import scoped
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +60,7 @@ def get_study_or_404(study_id: uuid.UUID | str, *, clinic: Clinic) -> Study:
         study_uuid = study_id if isinstance(study_id, uuid.UUID) else uuid.UUID(str(study_id))
     except ValueError:
         raise NotFound() from None
-    study = db.session.scalar(
-        select(Study).where(Study.id == study_uuid, Study.clinic_id == clinic.id)
-    )
+    study = db.session.scalar(scoped(Study, clinic.id).where(Study.id == study_uuid))
     if study is None:
         raise NotFound()
     return study
@@ -70,12 +68,7 @@ def get_study_or_404(study_id: uuid.UUID | str, *, clinic: Clinic) -> Study:
 
 def list_studies(clinic: Clinic, *, limit: int = 100) -> list[Study]:
     return list(
-        db.session.scalars(
-            select(Study)
-            .where(Study.clinic_id == clinic.id)
-            .order_by(Study.created_at.desc())
-            .limit(limit)
-        )
+        db.session.scalars(scoped(Study, clinic.id).order_by(Study.created_at.desc()).limit(limit))
     )
 
 

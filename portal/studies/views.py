@@ -33,8 +33,9 @@ def _locale() -> str:
 
 
 @bp.get("/")
-@clinic_member_required
 def index():
+    if current_user.is_authenticated and current_user.is_operator:
+        return redirect(url_for("clinics.operator_clinics"))
     return redirect(url_for("studies.list_studies"))
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from scripts.devstack import Stack, run_flask
-from tests.support.databases import temporary_postgres_database
+from tests.support.databases import temporary_postgres_database_with_app_role
 from tests.support.servers import S3Server, check_s3_server, free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -50,13 +50,16 @@ def running_stack(tmp_path: Path, *, backend: str = "sqlite", **overrides) -> It
     """Migrate a fresh database, start every process, and stop them all afterwards.
 
     `backend` is "sqlite" (SQLite and SqliteHuey, the embedded defaults) or "postgresql"
-    (PostgreSQL and RedisHuey, as in production).
+    (PostgreSQL and RedisHuey, as in production: the processes connect as a role that owns
+    no table, and migrations run as the owner).
     """
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with contextlib.ExitStack() as exits:
         if backend == "postgresql":
-            database_url = exits.enter_context(temporary_postgres_database())
+            database = exits.enter_context(temporary_postgres_database_with_app_role())
+            database_url = database.app_url
+            overrides.setdefault("DATABASE_MIGRATION_URL", database.owner_url)
             redis_url = REDIS_URL
         else:
             database_url = f"sqlite:///{data_dir / 'portal.sqlite3'}"

@@ -9,7 +9,8 @@ import zipfile
 import pytest
 
 from portal.config import Settings
-from tests.support.databases import temporary_postgres_database
+from portal.tenancy import all_clinics
+from tests.support.databases import temporary_postgres_database_with_app_role
 from tests.support.servers import run_s3_server
 
 
@@ -21,20 +22,28 @@ def s3_server(tmp_path_factory):
 
 @pytest.fixture(params=["sqlite"])
 def database_url(request, tmp_path):
-    """SQLite by default; tests that need PostgreSQL parametrize this fixture indirectly."""
+    """Return the app's and the migrations' database URLs as a pair.
+
+    SQLite by default. Tests that need PostgreSQL parametrize this fixture indirectly
+    with "postgresql". The app then connects as a role that owns no table, so row-level
+    security applies to it, and migrations run as the owner.
+    """
     if request.param == "postgresql":
-        with temporary_postgres_database() as url:
-            yield url
+        with temporary_postgres_database_with_app_role() as database:
+            yield database.app_url, database.owner_url
     else:
-        yield f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+        url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+        yield url, url
 
 
 @pytest.fixture
 def settings(tmp_path, s3_server, database_url) -> Settings:
+    database_url, migration_url = database_url
     return Settings(
         secret_key="test-secret-key-" + "x" * 32,
         portal_base_url="http://127.0.0.1:8000",
         database_url=database_url,
+        database_migration_url=migration_url,
         data_dir=str(tmp_path / "data"),
         huey_sqlite_path=str(tmp_path / "huey.sqlite3"),
         s3_bucket=s3_server.bucket,
@@ -112,11 +121,12 @@ def make_user(app):
     from portal.clinics.models import Identity, Membership, Role, User
     from portal.extensions import db
 
-    def make(clinic_id, *, role="doctor", email="medica@example.com", subject=None):
-        with app.app_context():
-            user = User(email=email, display_name=email.split("@")[0])
+    def make(clinic_id, *, role="doctor", email="medica@example.com", subject=None, verified=True):
+        with app.app_context(), all_clinics():
+            user = User(email=email, display_name=email.split("@")[0], is_email_verified=verified)
             db.session.add(Identity(issuer="http://idp.test", subject=subject or email, user=user))
-            db.session.add(Membership(user=user, clinic_id=clinic_id, role=Role(role)))
+            if clinic_id is not None:
+                db.session.add(Membership(user=user, clinic_id=clinic_id, role=Role(role)))
             db.session.commit()
             return user.id
 
@@ -150,7 +160,7 @@ def make_api_key(app):
     from portal.extensions import db
 
     def make(clinic_id, name="RIS"):
-        with app.app_context():
+        with app.app_context(), all_clinics():
             _key, token = create_api_key(db.session.get(Clinic, clinic_id), name=name)
             db.session.commit()
             return token

@@ -1,4 +1,3 @@
-
 """Server-side sessions, security headers, rate limits and the API-key page."""
 
 from __future__ import annotations
