@@ -103,8 +103,8 @@ class PortalStateCollector:
 
         from portal.studies.models import StudyStatus
 
-        # NOTE: with PostgreSQL row-level security, DATABASE_URL's role can read only the
-        # rows of the clinic set on its session, so this count needs a role that reads every row.
+        from portal.tenancy import ALL_CLINICS, CLINIC_SETTING
+
         query = text(
             "SELECT a.status, count(*) FROM attempt a "
             "JOIN (SELECT study_id, max(number) AS number FROM attempt GROUP BY study_id) latest "
@@ -117,6 +117,13 @@ class PortalStateCollector:
                     self._database_url, pool_size=1, max_overflow=0, pool_pre_ping=True
                 )
             with self._engine.connect() as connection:
+                if connection.dialect.name == "postgresql":
+                    # Row-level security hides every clinic's rows unless the transaction
+                    # says it reads across clinics; only counts leave this function.
+                    connection.execute(
+                        text("SELECT set_config(:name, :value, true)"),
+                        {"name": CLINIC_SETTING, "value": ALL_CLINICS},
+                    )
                 rows = connection.execute(query).all()
         except Exception:  # noqa: BLE001 - a scrape must not fail because of the database
             logger.exception("metrics: counting studies by status failed")
