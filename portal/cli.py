@@ -71,24 +71,69 @@ def init_storage_command() -> None:
 
 @click.command("worker")
 @click.option("--workers", "-w", default=2, show_default=True, help="Tasks run at once.")
-def worker_command(workers: int) -> None:
-    """Run the task consumer until SIGINT or SIGTERM."""
-    from huey.consumer import Consumer
-
+@click.option(
+    "--worker-type",
+    type=click.Choice(["process", "thread"]),
+    default="process",
+    show_default=True,
+    help="Run tasks in child processes (with TASK_TIME_LIMIT) or in threads (no limit).",
+)
+def worker_command(workers: int, worker_type: str) -> None:
+    """Run the task consumer and the sweeper until SIGINT or SIGTERM."""
     from portal import tasks
     from portal.queue import huey
+    from portal.sweeper import SweeperThread
 
-    tasks.set_task_app(current_app._get_current_object())
+    app = current_app._get_current_object()
+    settings = app.config["PORTAL_SETTINGS"]
+    tasks.set_task_app(app)
+    # Child processes get connections of their own instead of the parent's.
+    db.engine.dispose()
+    consumer = build_consumer(huey, workers=workers, worker_type=worker_type)
+    sweeper = SweeperThread(app, huey, interval_s=settings.sweep_interval_s)
+    sweeper.start()
+    logger.info("worker started with %d %s workers", workers, worker_type)
+    try:
+        consumer.run()
+    finally:
+        sweeper.stop()
+        logger.info("worker stopped")
+
+
+def build_consumer(huey, *, workers: int, worker_type: str):
+    """Build Huey's consumer with a graceful stop on both SIGINT and SIGTERM."""
+    import os
+    import signal
+
+    from huey.consumer import Consumer
 
     class GracefulConsumer(Consumer):
         # Huey 2.5 stops at once on SIGTERM; container runtimes send SIGTERM first, so it
-        # gets SIGINT's graceful stop. NOTE: this overrides a private method of huey.
+        # gets SIGINT's graceful stop. Worker processes are told too: each hands its
+        # attempt back to the queue and exits, instead of finishing a long inference.
+        # NOTE: this overrides private methods of huey 2.5.
         def _handle_stop_signal(self, sig_num, frame):
             self._handle_interrupt_signal_gevent(sig_num, frame)
+            if self.worker_type == "process":
+                for _worker, process in self.worker_threads:
+                    if process.pid and process.is_alive():
+                        os.kill(process.pid, signal.SIGTERM)
 
-    consumer = GracefulConsumer(huey, workers=workers, worker_type="thread", periodic=True)
-    logger.info("worker started with %d threads", workers)
-    consumer.run()
+        def _set_signal_handlers(self):
+            super()._set_signal_handlers()
+            signal.signal(signal.SIGINT, self._handle_stop_signal)
+
+    return GracefulConsumer(huey, workers=workers, worker_type=worker_type, periodic=True)
+
+
+@click.command("sweep")
+def sweep_command() -> None:
+    """Queue again the attempts that lost their worker or task, and print their ids."""
+    from portal.queue import huey
+    from portal.sweeper import sweep
+
+    for attempt_id in sweep(huey, grace_s=0):
+        click.echo(str(attempt_id))
 
 
 def register_cli(app: Flask) -> None:
@@ -97,3 +142,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(demo_cli)
     app.cli.add_command(storage_cli)
     app.cli.add_command(worker_command)
+    app.cli.add_command(sweep_command)
