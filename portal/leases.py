@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Engine
 
 from portal.db_types import utcnow
@@ -82,6 +82,18 @@ class Lease:
     def check(self) -> None:
         """Raise LeaseLost when the renewal thread found that the attempt moved on."""
         if self.lost.is_set():
+            raise LeaseLost(str(self.attempt_id))
+
+    def verify(self) -> None:
+        """Read the attempt and raise LeaseLost unless this step still holds it.
+
+        Cheaper than waiting for the renewal thread, so a cancel stops a long wait soon.
+        """
+        self.check()
+        held = db.session.execute(select(Attempt.id).where(self._guard())).first()
+        db.session.commit()
+        if held is None:
+            self.lost.set()
             raise LeaseLost(str(self.attempt_id))
 
     def update(self, **values) -> None:

@@ -333,7 +333,7 @@ def _infer(attempt: Attempt, lease: Lease) -> None:
                 # The attempt id as Idempotency-Key makes a repeated submit return one job.
                 job_id = client.submit(npz_path, categories, idempotency_key=str(attempt.id))
                 lease.update(inference_job_id=job_id)
-            client.wait(job_id, on_progress=record_progress, before_poll=lease.check)
+            client.wait(job_id, on_progress=record_progress, before_poll=lease.verify)
             result = client.fetch_result(
                 job_id, expected_shape_zyx=shape_zyx, categories=categories
             )
