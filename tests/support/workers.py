@@ -70,7 +70,8 @@ class Rows:
         with self.engine.connect() as connection:
             rows = connection.execute(
                 text(
-                    "SELECT id, number, status, recovery_count, inference_job_id, error_code "
+                    "SELECT id, number, status, recovery_count, inference_job_id, error_code, "
+                    "finished_at "
                     "FROM attempt WHERE study_id = :study ORDER BY number"
                 ),
                 {"study": _uuid_param(self.engine, study_id)},
