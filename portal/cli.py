@@ -109,8 +109,9 @@ def build_consumer(huey, *, workers: int, worker_type: str):
 
     class GracefulConsumer(Consumer):
         # Huey 2.5 stops at once on SIGTERM; container runtimes send SIGTERM first, so it
-        # gets SIGINT's graceful stop. Worker processes are told too: each hands its
-        # attempt back to the queue and exits, instead of finishing a long inference.
+        # gets SIGINT's graceful stop. The consumer also sends SIGTERM to each worker process,
+        # which hands its attempt back to the queue and exits instead of finishing a long
+        # inference.
         # NOTE: this overrides private methods of huey 2.5.
         def _handle_stop_signal(self, sig_num, frame):
             self._handle_interrupt_signal_gevent(sig_num, frame)

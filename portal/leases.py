@@ -97,7 +97,7 @@ class Lease:
             raise LeaseLost(str(self.attempt_id))
 
     def update(self, **values) -> None:
-        """Write `values` to the attempt if this step still holds it, and commit."""
+        """Write `values` to the attempt if this step still owns the lease, and commit."""
         self.check()
         result = db.session.execute(
             update(Attempt)

@@ -88,7 +88,7 @@ class Storage:
         self._signing_client = self._build_client(settings, settings.s3_public_endpoint_url)
 
     def _quick_client(self, timeout_s: float):
-        # No retries and short timeouts, so a health check answers in about `timeout_s`.
+        # No retries and short timeouts, so a health check returns in about `timeout_s`.
         return self._build_client(
             self._settings,
             self._settings.s3_endpoint_url,
@@ -228,7 +228,7 @@ class Storage:
         return url, expires_at
 
     def ping(self, *, timeout_s: float | None = None) -> bool:
-        """Check that the bucket answers; `timeout_s` bounds the check with no retries."""
+        """Check that the bucket responds; `timeout_s` bounds the check with no retries."""
         client = self._client
         if timeout_s is not None:
             client = self._quick_client(timeout_s)

@@ -4,7 +4,7 @@ Huey hands a task to one worker at most once, and a task is lost with a killed w
 a flushed Redis. The database is the source of truth, so the sweeper compares it with
 the queue: a non-terminal attempt whose lease expired, or that waits with no queued or
 scheduled task, gets its step queued again. A step that runs twice finds the attempt
-held or already past it and returns, so a duplicate costs one database read.
+held or already past it and returns, so a duplicate costs one compare-and-set.
 """
 
 from __future__ import annotations

@@ -357,7 +357,7 @@ def _infer(attempt: Attempt, lease: Lease) -> None:
                 attempt, lease, settings, delay_s=settings.inference_breaker_cooldown_s
             )
             return
-        # The provider answered, so it is up even though this study failed.
+        # The provider responded, so it is up even though this study failed.
         breaker.record_success()
         code = getattr(error, "provider_code", None) or error.code
         if code not in _known_codes():

@@ -67,7 +67,7 @@ def attempt_error_json(attempt: Attempt) -> dict | None:
 
 
 def status_json(study: Study) -> dict:
-    """Describe where the study stands; queue position and time left are estimates."""
+    """Return the study's status and progress; queue position and time left are estimates."""
     attempt = study.latest_attempt
     estimate = services.progress_estimate(attempt) if attempt else None
     remaining_s = estimate.remaining_s if estimate else None

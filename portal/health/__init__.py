@@ -72,6 +72,6 @@ def _check_inference(settings) -> bool:
         logger.warning("readiness: inference API unreachable")
         return False
     if response.status_code != 200:
-        logger.warning("readiness: inference API answered HTTP %d", response.status_code)
+        logger.warning("readiness: inference API returned HTTP %d", response.status_code)
         return False
     return True

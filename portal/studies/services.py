@@ -82,7 +82,7 @@ class InvalidSeriesId(UserFacingError):
 
 @dataclass(frozen=True)
 class Actor:
-    """Who asked for a change: a signed-in user or a clinic API key."""
+    """The signed-in user or clinic API key that requested a change."""
 
     user_id: uuid.UUID | None = None
     api_key_id: uuid.UUID | None = None
@@ -298,7 +298,7 @@ def after_delete(study: Study, cancelled: Attempt | None) -> None:
 
 @dataclass(frozen=True)
 class ProgressEstimate:
-    """Where an attempt stands: its place among the waiting ones and the time left.
+    """An attempt's position among the waiting attempts and its estimated time left.
 
     Both are estimates from the clinic's recent studies, not promises.
     """

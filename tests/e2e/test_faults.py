@@ -173,3 +173,41 @@ def test_twenty_studies_with_two_workers(tmp_path, shared_dicom_dir):
     assert result.provider_jobs == 20
     assert result.mask_artifacts == 20
     assert result.studies_per_minute > 0
+
+
+def test_sigterm_hands_study_back(tmp_path, shared_dicom_dir):
+    import signal
+
+    with running_stack(
+        tmp_path,
+        backend="postgresql",
+        without=("worker",),
+        SEGMENTER_JOB_DELAY_S="6",
+        **FAST_RECOVERY,
+    ) as stack:
+        env = dict(stack.env)
+        key = make_key(env)
+        workers = Workers(env, tmp_path / "logs")
+        rows = Rows(env["DATABASE_URL"])
+        try:
+            study_id = upload(env, key, shared_dicom_dir / CHEST_ZIP)
+            first = workers.start()
+            rows.wait_for(
+                study_id,
+                lambda a: a["status"] == "inference_running" and a["inference_job_id"],
+                timeout_s=120,
+            )
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=30) == 0
+            handed_back = rows.attempts(study_id)[-1]
+            assert handed_back["status"] == "inference_queued"
+            assert handed_back["recovery_count"] == 0
+
+            workers.start()
+            final = rows.wait_for(study_id, lambda a: a["status"] in TERMINAL, timeout_s=120)
+            assert final["status"] == "succeeded", workers.logs()[-3000:]
+            assert final["recovery_count"] == 0
+            assert provider_job_count(env) == 1
+        finally:
+            workers.stop_all()
+            rows.close()
