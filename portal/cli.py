@@ -109,20 +109,25 @@ def build_consumer(huey, *, workers: int, worker_type: str):
 
     class GracefulConsumer(Consumer):
         # Huey 2.5 stops at once on SIGTERM; container runtimes send SIGTERM first, so it
-        # gets SIGINT's graceful stop. The consumer also sends SIGTERM to each worker process,
-        # which hands its attempt back to the queue and exits instead of finishing a long
-        # inference.
-        # NOTE: this overrides private methods of huey 2.5.
+        # gets SIGINT's graceful stop. NOTE: this overrides private methods of huey 2.5.
         def _handle_stop_signal(self, sig_num, frame):
             self._handle_interrupt_signal_gevent(sig_num, frame)
-            if self.worker_type == "process":
-                for _worker, process in self.worker_threads:
-                    if process.pid and process.is_alive():
-                        os.kill(process.pid, signal.SIGTERM)
 
         def _set_signal_handlers(self):
             super()._set_signal_handlers()
             signal.signal(signal.SIGINT, self._handle_stop_signal)
+
+        def stop(self, graceful=False):
+            # Runs in the main loop, not in the signal handler, because setting the
+            # multiprocessing event inside the handler can deadlock on its lock. The flag
+            # goes up before the worker processes get SIGTERM, so a worker that hands its
+            # attempt back exits instead of taking the next task, maybe that same attempt.
+            self.stop_flag.set()
+            if self.worker_type == "process":
+                for _worker, process in self.worker_threads:
+                    if process.pid and process.is_alive():
+                        os.kill(process.pid, signal.SIGTERM)
+            super().stop(graceful=graceful)
 
     return GracefulConsumer(huey, workers=workers, worker_type=worker_type, periodic=True)
 
