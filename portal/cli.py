@@ -164,47 +164,24 @@ def init_storage_command() -> None:
 
 @click.command("worker")
 @click.option("--workers", "-w", default=2, show_default=True, help="Tasks run at once.")
-def worker_command(workers: int) -> None:
-    """Run the task consumer until SIGINT or SIGTERM."""
-    import time
-
-    from huey.consumer import Consumer
-
+@click.option(
+    "--worker-type",
+    type=click.Choice(["process", "thread"]),
+    default="process",
+    show_default=True,
+    help="Run tasks in child processes (with TASK_TIME_LIMIT) or in threads (no limit).",
+)
+def worker_command(workers: int, worker_type: str) -> None:
+    """Run the task consumer and the sweeper until SIGINT or SIGTERM."""
     from portal import tasks
     from portal.queue import huey
-    from portal.worker_health import HEARTBEAT_INTERVAL_S, touch_heartbeat
+    from portal.sweeper import SweeperThread
 
-    tasks.set_task_app(current_app._get_current_object())
-    settings = current_app.config["PORTAL_SETTINGS"]
-
-    class GracefulConsumer(Consumer):
-        # Huey 2.5 stops at once on SIGTERM; container runtimes send SIGTERM first, so it
-        # gets SIGINT's graceful stop. NOTE: this overrides a private method of huey.
-        def _handle_stop_signal(self, sig_num, frame):
-            self._handle_interrupt_signal_gevent(sig_num, frame)
-
-        def loop(self, health_check_ts=None):
-            health_check_ts = super().loop(health_check_ts)
-            now = time.monotonic()
-            if now - self.heartbeat_ts >= HEARTBEAT_INTERVAL_S:
-                self.heartbeat_ts = now
-                self.beat()
-            return health_check_ts
-
-        def beat(self) -> None:
-            """Touch the heartbeat file when the threads run and the queue responds."""
-            threads = [thread for _worker, thread in self.worker_threads] + [self.scheduler]
-            dead = sum(1 for thread in threads if not self.environment.is_alive(thread))
-            if dead:
-                logger.warning("worker heartbeat skipped: %d consumer threads are not alive", dead)
-                return
-            try:
-                self.huey.pending_count()
-            except Exception:  # noqa: BLE001 - a queue outage is reported, then retried
-                logger.exception("worker heartbeat skipped: the queue check failed")
-                return
-            touch_heartbeat(settings.worker_heartbeat_file)
-
+    app = current_app._get_current_object()
+    settings = app.config["PORTAL_SETTINGS"]
+    tasks.set_task_app(app)
+    # Child processes get connections of their own instead of the parent's.
+    db.engine.dispose()
     if settings.worker_metrics_port:
         from portal.metrics import start_metrics_server
 
@@ -212,10 +189,89 @@ def worker_command(workers: int) -> None:
         logger.info(
             "worker metrics served on %s:%d", settings.metrics_host, settings.worker_metrics_port
         )
-    consumer = GracefulConsumer(huey, workers=workers, worker_type="thread", periodic=True)
+    consumer = build_consumer(
+        huey,
+        workers=workers,
+        worker_type=worker_type,
+        heartbeat_file=settings.worker_heartbeat_file,
+    )
+    sweeper = SweeperThread(app, huey, interval_s=settings.sweep_interval_s)
+    sweeper.start()
+    logger.info("worker started with %d %s workers", workers, worker_type)
+    try:
+        consumer.run()
+    finally:
+        sweeper.stop()
+        logger.info("worker stopped")
+
+
+def build_consumer(huey, *, workers: int, worker_type: str, heartbeat_file: str | None = None):
+    """Build Huey's consumer with a graceful stop on both SIGINT and SIGTERM and a heartbeat."""
+    import os
+    import signal
+    import time
+
+    from huey.consumer import Consumer
+
+    from portal.worker_health import HEARTBEAT_INTERVAL_S, touch_heartbeat
+
+    class GracefulConsumer(Consumer):
+        # Huey 2.5 stops at once on SIGTERM; container runtimes send SIGTERM first, so it
+        # gets SIGINT's graceful stop. NOTE: this overrides private methods of huey 2.5.
+        def _handle_stop_signal(self, sig_num, frame):
+            self._handle_interrupt_signal_gevent(sig_num, frame)
+
+        def _set_signal_handlers(self):
+            super()._set_signal_handlers()
+            signal.signal(signal.SIGINT, self._handle_stop_signal)
+
+        def stop(self, graceful=False):
+            # Runs in the main loop, not in the signal handler, because setting the
+            # multiprocessing event inside the handler can deadlock on its lock. The flag
+            # goes up before the worker processes get SIGTERM, so a worker that hands its
+            # attempt back exits instead of taking the next task, maybe that same attempt.
+            self.stop_flag.set()
+            if self.worker_type == "process":
+                for _worker, process in self.worker_threads:
+                    if process.pid and process.is_alive():
+                        os.kill(process.pid, signal.SIGTERM)
+            super().stop(graceful=graceful)
+
+        def loop(self, health_check_ts=None):
+            health_check_ts = super().loop(health_check_ts)
+            now = time.monotonic()
+            if heartbeat_file and now - self.heartbeat_ts >= HEARTBEAT_INTERVAL_S:
+                self.heartbeat_ts = now
+                self.beat()
+            return health_check_ts
+
+        def beat(self) -> None:
+            """Touch the heartbeat file when the workers run and the queue responds."""
+            workers = [process for _worker, process in self.worker_threads] + [self.scheduler]
+            dead = sum(1 for worker in workers if not self.environment.is_alive(worker))
+            if dead:
+                logger.warning("worker heartbeat skipped: %d consumer workers are not alive", dead)
+                return
+            try:
+                self.huey.pending_count()
+            except Exception:  # noqa: BLE001 - a queue outage is reported, then retried
+                logger.exception("worker heartbeat skipped: the queue check failed")
+                return
+            touch_heartbeat(heartbeat_file)
+
+    consumer = GracefulConsumer(huey, workers=workers, worker_type=worker_type, periodic=True)
     consumer.heartbeat_ts = float("-inf")
-    logger.info("worker started with %d threads", workers)
-    consumer.run()
+    return consumer
+
+
+@click.command("sweep")
+def sweep_command() -> None:
+    """Queue again the attempts that lost their worker or task, and print their ids."""
+    from portal.queue import huey
+    from portal.sweeper import sweep
+
+    for attempt_id in sweep(huey, grace_s=0):
+        click.echo(str(attempt_id))
 
 
 @click.command("worker-health")
@@ -247,3 +303,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(storage_cli)
     app.cli.add_command(worker_command)
     app.cli.add_command(worker_health_command)
+    app.cli.add_command(sweep_command)

@@ -137,6 +137,29 @@ class Settings:
     inference_api_url: str = "http://127.0.0.1:8001"
     inference_api_token: str = ""
     inference_api_timeout_s: float = 300.0
+    inference_api_connect_timeout_s: float = 5.0
+    inference_api_read_timeout_s: float = 60.0
+    inference_api_retries: int = 3
+    #: Longest time an attempt waits for an unavailable provider before it fails.
+    inference_max_wait_s: float = 3600.0
+    #: Consecutive unavailable calls that open the circuit breaker, and how long it stays open.
+    inference_breaker_failures: int = 3
+    inference_breaker_cooldown_s: float = 30.0
+    #: A step holds its attempt for this long and renews the lease every third of it.
+    task_lease_s: float = 60.0
+    #: A worker process stops a task that runs longer than this.
+    task_time_limit_s: float = 1800.0
+    #: How often each worker's sweeper looks for lost attempts.
+    sweep_interval_s: float = 30.0
+    #: Lost leases an attempt may have before it fails with processing_interrupted.
+    max_attempt_recoveries: int = 3
+    #: Memory and CPU time the conversion child process of one upload may use.
+    convert_memory_limit_mb: int = 4096
+    convert_time_limit_s: float = 900.0
+    #: Transient storage errors are retried for this long before a step gives up.
+    storage_retry_window_s: float = 120.0
+    #: A study that waits longer than this makes the page show the delay banner.
+    queue_delay_warning_s: float = 600.0
     dicom_target_hw: tuple[int, int] = (512, 512)
     dicom_target_slices: int = 64
     dicom_window_center: float = 40.0
@@ -275,6 +298,42 @@ class Settings:
             inference_api_timeout_s=_parse_float(
                 "INFERENCE_API_TIMEOUT", get("INFERENCE_API_TIMEOUT", "300")
             ),
+            inference_api_connect_timeout_s=_parse_float(
+                "INFERENCE_API_CONNECT_TIMEOUT", get("INFERENCE_API_CONNECT_TIMEOUT", "5")
+            ),
+            inference_api_read_timeout_s=_parse_float(
+                "INFERENCE_API_READ_TIMEOUT", get("INFERENCE_API_READ_TIMEOUT", "60")
+            ),
+            inference_api_retries=_parse_int(
+                "INFERENCE_API_RETRIES", get("INFERENCE_API_RETRIES", "3")
+            ),
+            inference_max_wait_s=_parse_float(
+                "INFERENCE_MAX_WAIT", get("INFERENCE_MAX_WAIT", "3600")
+            ),
+            inference_breaker_failures=_parse_int(
+                "INFERENCE_BREAKER_FAILURES", get("INFERENCE_BREAKER_FAILURES", "3")
+            ),
+            inference_breaker_cooldown_s=_parse_float(
+                "INFERENCE_BREAKER_COOLDOWN", get("INFERENCE_BREAKER_COOLDOWN", "30")
+            ),
+            task_lease_s=_parse_float("TASK_LEASE", get("TASK_LEASE", "60")),
+            task_time_limit_s=_parse_float("TASK_TIME_LIMIT", get("TASK_TIME_LIMIT", "1800")),
+            sweep_interval_s=_parse_float("SWEEP_INTERVAL", get("SWEEP_INTERVAL", "30")),
+            max_attempt_recoveries=_parse_int(
+                "MAX_ATTEMPT_RECOVERIES", get("MAX_ATTEMPT_RECOVERIES", "3")
+            ),
+            convert_memory_limit_mb=_parse_int(
+                "CONVERT_MEMORY_LIMIT_MB", get("CONVERT_MEMORY_LIMIT_MB", "4096")
+            ),
+            convert_time_limit_s=_parse_float(
+                "CONVERT_TIME_LIMIT", get("CONVERT_TIME_LIMIT", "900")
+            ),
+            storage_retry_window_s=_parse_float(
+                "STORAGE_RETRY_WINDOW", get("STORAGE_RETRY_WINDOW", "120")
+            ),
+            queue_delay_warning_s=_parse_float(
+                "QUEUE_DELAY_WARNING", get("QUEUE_DELAY_WARNING", "600")
+            ),
             dicom_target_hw=_parse_hw("DICOM_TARGET_HW", get("DICOM_TARGET_HW", "(512, 512)")),
             dicom_target_slices=_parse_int("DICOM_TARGET_SLICES", get("DICOM_TARGET_SLICES", "64")),
             dicom_window_center=_parse_float(
@@ -327,6 +386,12 @@ class Settings:
             problems.append("SESSION_IDLE_TIMEOUT must be at least 60 seconds")
         if self.session_max_lifetime_s < self.session_idle_timeout_s:
             problems.append("SESSION_MAX_LIFETIME must be at least SESSION_IDLE_TIMEOUT seconds")
+        if self.task_lease_s < 3:
+            problems.append("TASK_LEASE must be at least 3 seconds")
+        if self.inference_breaker_failures < 1:
+            problems.append("INFERENCE_BREAKER_FAILURES must be at least 1")
+        if self.convert_memory_limit_mb < 256:
+            problems.append("CONVERT_MEMORY_LIMIT_MB must be at least 256")
         if self.is_production:
             problems.extend(self._production_problems())
         return problems

@@ -60,6 +60,11 @@ def step_timer(step: str) -> Iterator[None]:
         STEP_DURATION.labels(step=step, outcome=outcome).observe(time.perf_counter() - started)
 
 
+def observe_step(step: str, *, outcome: str, duration_s: float) -> None:
+    """Record one run of a pipeline step that ended with `outcome` ("ok" or "error")."""
+    STEP_DURATION.labels(step=step, outcome=outcome).observe(duration_s)
+
+
 def count_inference_error(code: str) -> None:
     INFERENCE_ERRORS.labels(code=code).inc()
 
@@ -102,7 +107,6 @@ class PortalStateCollector:
         from sqlalchemy import create_engine, text
 
         from portal.studies.models import StudyStatus
-
         from portal.tenancy import ALL_CLINICS, CLINIC_SETTING
 
         query = text(

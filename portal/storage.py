@@ -8,17 +8,54 @@ reaches (`S3_PUBLIC_ENDPOINT_URL`) and are never logged.
 from __future__ import annotations
 
 import logging
+import random
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from portal.config import MAX_PRESIGNED_URL_TTL_S, Settings
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Errors after which the same call may succeed: the server is down, slow or overloaded.
+TRANSIENT_ERRORS = (
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    S3UploadFailedError,
+)
+TRANSIENT_ERROR_CODES = frozenset(
+    {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown"}
+)
+
+
+class StorageUnavailable(Exception):
+    """Object storage kept failing with transient errors for the whole retry window."""
+
+
+def is_transient(error: Exception) -> bool:
+    if isinstance(error, TRANSIENT_ERRORS):
+        return True
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", "")) in TRANSIENT_ERROR_CODES
+    return False
 
 
 def study_prefix(clinic_id: uuid.UUID, study_id: uuid.UUID) -> str:
@@ -43,19 +80,36 @@ class Storage:
     """A bucket reached through two S3 clients: one for the servers, one to sign browser URLs."""
 
     def __init__(self, settings: Settings):
+        self._settings = settings
         self.bucket = settings.s3_bucket
+        self.retry_window_s = settings.storage_retry_window_s
         self.presigned_ttl_s = min(settings.presigned_url_ttl_s, MAX_PRESIGNED_URL_TTL_S)
         self._client = self._build_client(settings, settings.s3_endpoint_url)
         self._signing_client = self._build_client(settings, settings.s3_public_endpoint_url)
 
+    def _quick_client(self, timeout_s: float):
+        # No retries and short timeouts, so a health check returns in about `timeout_s`.
+        return self._build_client(
+            self._settings,
+            self._settings.s3_endpoint_url,
+            timeout_s=timeout_s,
+            max_attempts=1,
+        )
+
     @staticmethod
-    def _build_client(settings: Settings, endpoint_url: str):
+    def _build_client(
+        settings: Settings,
+        endpoint_url: str,
+        *,
+        timeout_s: float | None = None,
+        max_attempts: int = 5,
+    ):
         config = Config(
             signature_version="s3v4",
             s3={"addressing_style": "path" if endpoint_url else "auto"},
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=timeout_s or 5,
+            read_timeout=timeout_s or 60,
         )
         return boto3.client(
             "s3",
@@ -74,17 +128,84 @@ class Storage:
             logger.info("creating bucket %s", self.bucket)
             self._client.create_bucket(Bucket=self.bucket)
 
+    def retrying(self, operation: Callable[[], T], *, what: str) -> T:
+        """Run `operation`, retrying transient errors with backoff for `retry_window_s`.
+
+        boto3's own retries cover a few seconds; this covers a storage server that is
+        down for a minute or two. Raises StorageUnavailable when the window runs out.
+        """
+        deadline = time.monotonic() + self.retry_window_s
+        delay_s = 0.5
+        failures = 0
+        while True:
+            try:
+                return operation()
+            except Exception as error:  # noqa: BLE001 - narrowed by is_transient below
+                if not is_transient(error):
+                    raise
+                failures += 1
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0:
+                    logger.error("storage %s failed %d times; giving up", what, failures)
+                    raise StorageUnavailable(
+                        f"storage {what} failed: {type(error).__name__}"
+                    ) from error
+                logger.warning(
+                    "storage %s failed (%s); retry %d in %.1f s",
+                    what,
+                    type(error).__name__,
+                    failures,
+                    delay_s,
+                )
+                time.sleep(min(random.uniform(delay_s / 2, delay_s), remaining_s))
+                delay_s = min(delay_s * 2, 10.0)
+
     def upload_file(self, path: Path, key: str, *, content_type: str) -> int:
         """Upload the file at `path` under `key` in parts, and return its size in bytes."""
-        self._client.upload_file(
-            str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}
+        self.retrying(
+            lambda: self._client.upload_file(
+                str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}
+            ),
+            what="upload",
         )
         size_bytes = path.stat().st_size
         logger.info("stored object %s (%d bytes)", key, size_bytes)
         return size_bytes
 
+    def publish_file(self, path: Path, key: str, *, content_type: str) -> int:
+        """Upload `path` to a staging key, then copy it to `key` once it is complete.
+
+        A reader of `key` never sees a partly written object, even on a server that
+        exposes an upload in progress. Returns the size in bytes.
+        """
+        staging_key = f"{key.rsplit('/', 1)[0]}/staging/{uuid.uuid4().hex}"
+        size_bytes = self.upload_file(path, staging_key, content_type=content_type)
+        head = self.retrying(
+            lambda: self._client.head_object(Bucket=self.bucket, Key=staging_key), what="head"
+        )
+        if int(head["ContentLength"]) != size_bytes:
+            raise StorageUnavailable(f"staged object {staging_key} is incomplete")
+        self.retrying(
+            lambda: self._client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": staging_key},
+                ContentType=content_type,
+                MetadataDirective="REPLACE",
+            ),
+            what="copy",
+        )
+        self.retrying(
+            lambda: self._client.delete_object(Bucket=self.bucket, Key=staging_key),
+            what="delete",
+        )
+        logger.info("published object %s (%d bytes)", key, size_bytes)
+        return size_bytes
+
     def download_file(self, key: str, path: Path) -> Path:
-        self._client.download_file(self.bucket, key, str(path))
+        self.retrying(
+            lambda: self._client.download_file(self.bucket, key, str(path)), what="download"
+        )
         return path
 
     def delete_prefix(self, prefix: str) -> int:
@@ -106,9 +227,13 @@ class Storage:
         )
         return url, expires_at
 
-    def ping(self) -> bool:
+    def ping(self, *, timeout_s: float | None = None) -> bool:
+        """Check that the bucket responds; `timeout_s` bounds the check with no retries."""
+        client = self._client
+        if timeout_s is not None:
+            client = self._quick_client(timeout_s)
         try:
-            self._client.head_bucket(Bucket=self.bucket)
+            client.head_bucket(Bucket=self.bucket)
         except Exception:  # noqa: BLE001 - the health check reports any failure as "down"
             logger.warning("storage health check failed for bucket %s", self.bucket)
             return False

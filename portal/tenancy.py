@@ -84,6 +84,16 @@ def set_clinic_of(model, row_id: uuid.UUID) -> uuid.UUID | None:
     return clinic_id
 
 
+def set_connection_scope(connection, value: str) -> None:
+    """Name the clinic (or ALL_CLINICS) for a transaction on a connection of its own.
+
+    Threads that write outside the request or task session (lease renewal) call it at the
+    start of each transaction; on SQLite it does nothing.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(_SET_CLINIC_SQL, {"value": value or ""})
+
+
 def _set_scope(value: str) -> None:
     session = db.session()
     session.info[_SESSION_INFO_KEY] = value

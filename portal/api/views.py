@@ -14,10 +14,17 @@ from portal.errors import UserFacingError
 from portal.extensions import csrf, db
 from portal.studies import services
 from portal.studies.error_catalogue import study_error_message
-from portal.studies.models import Study
+from portal.studies.models import Attempt, Study
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 csrf.exempt(bp)
+
+
+class InvalidJsonBody(UserFacingError):
+    code = "invalid_body"
+    status = 400
+    title = _l("Invalid request")
+    message = _l('Send a JSON object, for example {"series_id": "..."}, or no body.')
 
 
 class FileFieldMissing(UserFacingError):
@@ -50,36 +57,70 @@ def study_json(study: Study) -> dict:
     }
 
 
+def attempt_error_json(attempt: Attempt) -> dict | None:
+    if not attempt.error_code:
+        return None
+    return {
+        "code": attempt.error_code,
+        "message": study_error_message(attempt.error_code, attempt.error_detail),
+    }
+
+
 def status_json(study: Study) -> dict:
+    """Return the study's status and progress; queue position and time left are estimates."""
     attempt = study.latest_attempt
-    error = None
-    if attempt is not None and attempt.error_code:
-        error = {
-            "code": attempt.error_code,
-            "message": study_error_message(attempt.error_code, attempt.error_detail),
-        }
+    estimate = services.progress_estimate(attempt) if attempt else None
+    remaining_s = estimate.remaining_s if estimate else None
+    settings = current_app.config["PORTAL_SETTINGS"]
     return {
         "id": str(study.id),
         "status": str(study.status),
         "status_title": study.status.title,
         "progress": attempt.progress if attempt else 0,
-        "error": error,
+        "attempt": attempt.number if attempt else None,
+        "queue_position": estimate.queue_position if estimate else None,
+        "estimated_seconds_remaining": round(remaining_s) if remaining_s is not None else None,
+        "delayed": (not study.status.is_terminal) and services.processing_delayed(settings),
+        "error": attempt_error_json(attempt) if attempt else None,
+    }
+
+
+def attempt_json(attempt: Attempt) -> dict:
+    return {
+        "number": attempt.number,
+        "status": str(attempt.status),
+        "status_title": attempt.status.title,
+        "created_at": attempt.created_at.isoformat(),
+        "started_at": attempt.started_at.isoformat() if attempt.started_at else None,
+        "finished_at": attempt.finished_at.isoformat() if attempt.finished_at else None,
+        "requested_series_id": attempt.requested_series_id,
+        "series_id": attempt.chosen_series_id,
+        "error": attempt_error_json(attempt),
+        "started_by": {
+            "user_id": str(attempt.created_by_user_id) if attempt.created_by_user_id else None,
+            "api_key_id": (
+                str(attempt.created_by_api_key_id) if attempt.created_by_api_key_id else None
+            ),
+        },
+        "cancelled_by": {
+            "user_id": str(attempt.cancelled_by_user_id) if attempt.cancelled_by_user_id else None,
+            "api_key_id": (
+                str(attempt.cancelled_by_api_key_id) if attempt.cancelled_by_api_key_id else None
+            ),
+        },
     }
 
 
 @bp.get("/health/")
 def health():
-    storage_ok = current_app.extensions["portal_storage"].ping()
-    try:
-        db.session.execute(db.text("SELECT 1"))
-        database_ok = True
-    except Exception:  # noqa: BLE001 - reported as a failed check
-        database_ok = False
-    healthy = storage_ok and database_ok
-    body = {
-        "status": "ok" if healthy else "degraded",
-        "checks": {"database": database_ok, "storage": storage_ok},
-    }
+    """Liveness at once; with `?ready=1`, readiness of every dependency with short timeouts."""
+    if request.args.get("ready", "").lower() not in ("1", "true", "yes"):
+        return jsonify({"status": "ok"})
+    from portal.health import readiness_checks
+
+    checks = readiness_checks(current_app)
+    healthy = all(checks.values())
+    body = {"status": "ok" if healthy else "degraded", "checks": checks}
     return jsonify(body), 200 if healthy else 503
 
 
@@ -156,3 +197,55 @@ def get_study_result(study_id):
             "labels": links.labels,
         }
     )
+
+
+def _api_actor() -> services.Actor:
+    """Return who acts: the user of an access token, or the clinic API key."""
+    principal = g.principal
+    return services.Actor(
+        user_id=principal.user.id if principal.user is not None else None,
+        api_key_id=principal.api_key.id if principal.api_key is not None else None,
+    )
+
+
+@bp.post("/studies/<study_id>/cancel/")
+@api_key_required
+def cancel_study(study_id):
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    attempt = services.cancel_study(study, actor=_api_actor())
+    db.session.commit()
+    services.after_cancel(attempt)
+    return jsonify(status_json(study))
+
+
+@bp.post("/studies/<study_id>/rerun/")
+@api_key_required
+def rerun_study(study_id):
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict):
+        raise InvalidJsonBody()
+    attempt = services.rerun_study(study, actor=_api_actor(), series_id=body.get("series_id"))
+    db.session.commit()
+    services.queue_attempt(attempt)
+    response = jsonify(study_json(study))
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.get_study_status", study_id=study.id)
+    return response
+
+
+@bp.delete("/studies/<study_id>/")
+@api_key_required
+def delete_study(study_id):
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    cancelled = services.delete_study(study, actor=_api_actor())
+    db.session.commit()
+    services.after_delete(study, cancelled)
+    return "", 204
+
+
+@bp.get("/studies/<study_id>/attempts/")
+@api_key_required
+def list_attempts(study_id):
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    return jsonify({"id": str(study.id), "attempts": [attempt_json(a) for a in study.attempts]})

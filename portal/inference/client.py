@@ -191,12 +191,18 @@ class InferenceClient:
         return _parse_status(_parse_json_object(body, what="job status"))
 
     def wait(
-        self, job_id: str, *, on_progress: Callable[[JobStatus], None] | None = None
+        self,
+        job_id: str,
+        *,
+        on_progress: Callable[[JobStatus], None] | None = None,
+        before_poll: Callable[[], None] | None = None,
     ) -> JobStatus:
         """Poll the job until it succeeds or is cancelled, and return that status.
 
         Polls start ``poll_initial_s`` apart and double up to ``poll_max_s``, with jitter.
-        ``on_progress`` receives every status that differs from the previous one. Raises
+        ``on_progress`` receives every status that differs from the previous one, and
+        ``before_poll`` runs before every poll, so the caller can stop waiting by raising
+        from it (the worker does when the study was cancelled). Raises
         ``InferenceError`` with code ``inference_failed`` (and the provider's code in
         ``provider_code``) when the job failed, and ``InferenceTimeout`` when it has not
         finished within ``job_timeout_s``.
@@ -205,6 +211,8 @@ class InferenceClient:
         delay_s = self._poll_initial_s
         last_status: JobStatus | None = None
         while True:
+            if before_poll is not None:
+                before_poll()
             status = self.get_status(job_id)
             if status != last_status and on_progress is not None:
                 on_progress(status)

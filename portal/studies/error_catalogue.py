@@ -75,6 +75,20 @@ STUDY_ERROR_MESSAGES = {
         "The segmentation service returned an invalid result. Run the study again; contact "
         "support if this happens again."
     ),
+    "conversion_limit_exceeded": _l(
+        "Converting the study needed more memory or time than allowed. Upload a ZIP with "
+        "only the series to segment; contact support if this happens again."
+    ),
+    "processing_interrupted": _l(
+        "Processing of the study was interrupted several times. Run it again; contact "
+        "support if this happens again."
+    ),
+    "processing_timed_out": _l(
+        "A processing step took longer than allowed. Run the study again later."
+    ),
+    "storage_unavailable": _l(
+        "The portal could not reach its file storage. Run the study again in a few minutes."
+    ),
     GENERIC_CODE: _l(
         "Something went wrong while processing the study. Run it again; contact support if "
         "this happens again."

@@ -7,7 +7,15 @@ import uuid
 from datetime import datetime
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db_types import UTCDateTime, new_uuid, string_enum, utcnow
@@ -46,12 +54,18 @@ class StudyStatus(enum.StrEnum):
 
 TERMINAL_STATUSES = frozenset({StudyStatus.SUCCEEDED, StudyStatus.FAILED, StudyStatus.CANCELLED})
 
+#: Statuses in which an attempt waits for a worker to pick up its next step.
+WAITING_STATUSES = frozenset({StudyStatus.UPLOADED, StudyStatus.INFERENCE_QUEUED})
+
 #: The allowed moves of an attempt; terminal states allow none.
 TRANSITIONS: dict[StudyStatus, frozenset[StudyStatus]] = {
     StudyStatus.UPLOADED: frozenset({StudyStatus.CONVERTING}),
     StudyStatus.CONVERTING: frozenset({StudyStatus.INFERENCE_QUEUED}),
     StudyStatus.INFERENCE_QUEUED: frozenset({StudyStatus.INFERENCE_RUNNING}),
-    StudyStatus.INFERENCE_RUNNING: frozenset({StudyStatus.WRITING_RESULTS}),
+    # Back to the queue when the provider is unavailable: waiting uses up no attempt.
+    StudyStatus.INFERENCE_RUNNING: frozenset(
+        {StudyStatus.WRITING_RESULTS, StudyStatus.INFERENCE_QUEUED}
+    ),
     StudyStatus.WRITING_RESULTS: frozenset({StudyStatus.SUCCEEDED}),
     StudyStatus.SUCCEEDED: frozenset(),
     StudyStatus.FAILED: frozenset(),
@@ -118,15 +132,23 @@ class Study(db.Model):
     modality: Mapped[str | None] = mapped_column(String(16))
     series_description: Mapped[str | None] = mapped_column(String(200))
     slice_count: Mapped[int | None] = mapped_column(Integer)
+    #: Set when the study was deleted; the row stays as a record of who deleted it.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deleted_by_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("user_account.id"))
+    deleted_by_api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_key.id"))
 
-    uploaded_by_user = relationship("User")
-    uploaded_by_api_key = relationship("ApiKey")
+    uploaded_by_user = relationship("User", foreign_keys=[uploaded_by_user_id])
+    uploaded_by_api_key = relationship("ApiKey", foreign_keys=[uploaded_by_api_key_id])
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="study", order_by="Attempt.number", cascade="all, delete-orphan"
     )
     artifacts: Mapped[list[Artifact]] = relationship(
         back_populates="study", cascade="all, delete-orphan"
     )
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
 
     @property
     def latest_attempt(self) -> Attempt | None:
@@ -143,6 +165,22 @@ class Study(db.Model):
             if attempt.status == StudyStatus.SUCCEEDED:
                 return attempt
         return None
+
+    @property
+    def series_choices(self) -> list[dict]:
+        """Return the series of the latest conversion report: id, description, slices."""
+        for attempt in reversed(self.attempts):
+            if attempt.report and attempt.report.get("series"):
+                return [
+                    {
+                        "series_id": series["series_id"],
+                        "description": series.get("description") or "",
+                        "modality": series.get("modality") or "",
+                        "slice_count": series.get("slice_count"),
+                    }
+                    for series in attempt.report["series"]
+                ]
+        return []
 
     @property
     def uploader_name(self) -> str:
@@ -185,8 +223,17 @@ class Attempt(db.Model):
     #: Per-label voxel counts and volumes of the result mask.
     label_stats: Mapped[list | None] = mapped_column(JSON)
     inference_job_id: Mapped[str | None] = mapped_column(String(128))
+    #: A token unique to the worker step holding the attempt; renewed until `lease_expires_at`.
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: How many times a step of this attempt was taken over after its worker stopped.
+    recovery_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: When the attempt started waiting for a worker or for the provider.
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("user_account.id"))
+    created_by_api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_key.id"))
+    cancelled_by_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("user_account.id"))
+    cancelled_by_api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_key.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -194,6 +241,21 @@ class Attempt(db.Model):
 
     study: Mapped[Study] = relationship(back_populates="attempts")
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="attempt")
+    created_by_user = relationship("User", foreign_keys=[created_by_user_id])
+    created_by_api_key = relationship("ApiKey", foreign_keys=[created_by_api_key_id])
+
+    @property
+    def series_id(self) -> str | None:
+        """Return the series converted, or the one requested before conversion ran."""
+        return self.chosen_series_id or self.requested_series_id
+
+    @property
+    def started_by_name(self) -> str:
+        if self.created_by_user is not None:
+            return self.created_by_user.display_name or self.created_by_user.email
+        if self.created_by_api_key is not None:
+            return self.created_by_api_key.name
+        return self.study.uploader_name if self.number == 1 else ""
 
     def move_to(self, status: StudyStatus) -> None:
         """Move to `status`, refusing moves the state machine does not allow."""
@@ -209,21 +271,30 @@ class Attempt(db.Model):
             self.started_at = now
         if status in STATUS_PROGRESS:
             self.progress = STATUS_PROGRESS[status]
-        if status.is_terminal:
-            self.finished_at = now
+        if status in WAITING_STATUSES or status.is_terminal:
             self.lease_owner = None
             self.lease_expires_at = None
+        if status.is_terminal:
+            self.finished_at = now
 
     def fail(self, code: str, detail: dict | None = None) -> None:
         self.move_to(StudyStatus.FAILED)
         self.error_code = code
         self.error_detail = detail or {}
 
+    def cancel(self, *, user_id: uuid.UUID | None = None, api_key_id: uuid.UUID | None = None):
+        """Move to cancelled and record who asked; the running step notices at its next check."""
+        self.move_to(StudyStatus.CANCELLED)
+        self.cancelled_by_user_id = user_id
+        self.cancelled_by_api_key_id = api_key_id
+
 
 class Artifact(db.Model):
     """An object in storage that belongs to a study (the upload) or to one attempt."""
 
     __tablename__ = "artifact"
+    #: One object of each kind per attempt, so a step that runs twice cannot add a second.
+    __table_args__ = (UniqueConstraint("attempt_id", "kind"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_uuid)
     study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("study.id"), index=True)

@@ -1,29 +1,37 @@
-"""State changes of studies: upload, queueing, results. The caller commits."""
+"""State changes of studies: upload, queueing, cancel, run again, delete, results.
+
+The caller commits, then queues the tasks a service asks for.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import statistics
 import tempfile
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from flask_babel import lazy_gettext as _l
+from sqlalchemy import func, select
 
 from portal.categories import Category, categories_by_key, load_categories
 from portal.clinics.models import ApiKey, Clinic, User
+from portal.db_types import utcnow
 from portal.errors import Conflict, NotFound, UploadTooLarge, UserFacingError, format_bytes
 from portal.extensions import db
 from portal.storage import Storage, study_object_key
 from portal.studies.models import (
     ARTIFACT_FILE_NAMES,
+    WAITING_STATUSES,
     Artifact,
     ArtifactKind,
     Attempt,
     Study,
+    StudyStatus,
 )
 from portal.tenancy import scoped
 
@@ -54,13 +62,42 @@ class StudyNotSucceeded(Conflict):
     )
 
 
+class StudyBusy(Conflict):
+    code = "study_busy"
+    title = _l("Study still processing")
+    message = _l("The study is still processing. Cancel it first or wait until it finishes.")
+
+
+class StudyNotCancellable(Conflict):
+    code = "study_not_cancellable"
+    title = _l("Nothing to cancel")
+    message = _l("The study has already finished, so there is nothing to cancel.")
+
+
+class InvalidSeriesId(UserFacingError):
+    code = "invalid_series_id"
+    status = 400
+    title = _l("Invalid series")
+    message = _l("The series id must be text of at most 64 characters, as listed in the report.")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The signed-in user or clinic API key that requested a change."""
+
+    user_id: uuid.UUID | None = None
+    api_key_id: uuid.UUID | None = None
+
+
 def get_study_or_404(study_id: uuid.UUID | str, *, clinic: Clinic) -> Study:
-    """Load a study of `clinic`; a study of another clinic is indistinguishable from none."""
+    """Load a study of `clinic`; a study of another clinic, or a deleted one, is not found."""
     try:
         study_uuid = study_id if isinstance(study_id, uuid.UUID) else uuid.UUID(str(study_id))
     except ValueError:
         raise NotFound() from None
-    study = db.session.scalar(scoped(Study, clinic.id).where(Study.id == study_uuid))
+    study = db.session.scalar(
+        scoped(Study, clinic.id).where(Study.id == study_uuid, Study.deleted_at.is_(None))
+    )
     if study is None:
         raise NotFound()
     return study
@@ -68,7 +105,12 @@ def get_study_or_404(study_id: uuid.UUID | str, *, clinic: Clinic) -> Study:
 
 def list_studies(clinic: Clinic, *, limit: int = 100) -> list[Study]:
     return list(
-        db.session.scalars(scoped(Study, clinic.id).order_by(Study.created_at.desc()).limit(limit))
+        db.session.scalars(
+            scoped(Study, clinic.id)
+            .where(Study.deleted_at.is_(None))
+            .order_by(Study.created_at.desc())
+            .limit(limit)
+        )
     )
 
 
@@ -154,7 +196,14 @@ def create_study(
                 content_type="application/zip",
             )
         )
-        study.attempts.append(Attempt(clinic_id=clinic.id, number=1))
+        study.attempts.append(
+            Attempt(
+                clinic_id=clinic.id,
+                number=1,
+                created_by_user_id=uploaded_by.id if uploaded_by else None,
+                created_by_api_key_id=api_key.id if api_key else None,
+            )
+        )
         db.session.flush()
     finally:
         path.unlink(missing_ok=True)
@@ -168,6 +217,154 @@ def queue_attempt(attempt: Attempt) -> None:
 
     tasks.convert_attempt(attempt_id=str(attempt.id))
     logger.info("attempt %s of study %s queued", attempt.id, attempt.study_id)
+
+
+def cancel_study(study: Study, *, actor: Actor) -> Attempt:
+    """Cancel the study's running attempt; the caller commits, then calls `after_cancel`.
+
+    The worker holding the attempt notices at its next lease renewal or poll and stops.
+    """
+    attempt = study.latest_attempt
+    if attempt is None or attempt.status.is_terminal:
+        raise StudyNotCancellable()
+    attempt.cancel(user_id=actor.user_id, api_key_id=actor.api_key_id)
+    db.session.flush()
+    logger.info("attempt %s of study %s cancelled", attempt.id, study.id)
+    return attempt
+
+
+def after_cancel(attempt: Attempt) -> None:
+    """Queue the cancellation of the provider's job; call after the commit."""
+    from portal import tasks
+
+    tasks.cancel_provider_job(attempt_id=str(attempt.id))
+
+
+def rerun_study(study: Study, *, actor: Actor, series_id: str | None = None) -> Attempt:
+    """Add a new attempt to a finished study, optionally for another series.
+
+    Earlier attempts and their results stay. The caller commits, then queues the attempt.
+    """
+    if series_id is not None and (
+        not isinstance(series_id, str) or not series_id.strip() or len(series_id) > 64
+    ):
+        raise InvalidSeriesId()
+    latest = study.latest_attempt
+    if latest is not None and not latest.status.is_terminal:
+        raise StudyBusy()
+    number = (
+        db.session.scalar(select(func.max(Attempt.number)).where(Attempt.study_id == study.id)) or 0
+    ) + 1
+    attempt = Attempt(
+        clinic_id=study.clinic_id,
+        number=number,
+        requested_series_id=series_id.strip() if series_id else None,
+        created_by_user_id=actor.user_id,
+        created_by_api_key_id=actor.api_key_id,
+    )
+    study.attempts.append(attempt)
+    db.session.flush()
+    logger.info("study %s runs again as attempt %d", study.id, number)
+    return attempt
+
+
+def delete_study(study: Study, *, actor: Actor) -> Attempt | None:
+    """Mark the study deleted, recording who did it, and cancel a running attempt.
+
+    The row stays as the record; the caller commits, then calls `after_delete`, which
+    queues the deletion of the stored objects. Returns the attempt it cancelled, if any.
+    """
+    cancelled = None
+    attempt = study.latest_attempt
+    if attempt is not None and not attempt.status.is_terminal:
+        cancelled = cancel_study(study, actor=actor)
+    study.deleted_at = utcnow()
+    study.deleted_by_user_id = actor.user_id
+    study.deleted_by_api_key_id = actor.api_key_id
+    db.session.flush()
+    logger.info("study %s deleted", study.id)
+    return cancelled
+
+
+def after_delete(study: Study, cancelled: Attempt | None) -> None:
+    """Queue the provider job's cancellation and the objects' deletion; call after commit."""
+    from portal import tasks
+
+    if cancelled is not None:
+        after_cancel(cancelled)
+    tasks.purge_study_objects(study_id=str(study.id))
+
+
+@dataclass(frozen=True)
+class ProgressEstimate:
+    """An attempt's position among the waiting attempts and its estimated time left.
+
+    Both are estimates from the clinic's recent studies, not promises.
+    """
+
+    queue_position: int | None
+    remaining_s: float | None
+
+
+#: How many recent successful attempts of the clinic the time estimate uses.
+ESTIMATE_SAMPLE_SIZE = 20
+
+
+def progress_estimate(attempt: Attempt) -> ProgressEstimate:
+    """Estimate the queue position and the time left of a running attempt."""
+    if attempt.status.is_terminal:
+        return ProgressEstimate(None, None)
+    position = None
+    if attempt.status in WAITING_STATUSES:
+        ahead = db.session.scalar(
+            select(func.count())
+            .select_from(Attempt)
+            .where(
+                Attempt.status == attempt.status,
+                Attempt.queued_at < attempt.queued_at,
+            )
+        )
+        position = int(ahead or 0) + 1
+    durations = [
+        (finished - created).total_seconds()
+        for created, finished in db.session.execute(
+            select(Attempt.created_at, Attempt.finished_at)
+            .where(
+                Attempt.clinic_id == attempt.clinic_id,
+                Attempt.status == StudyStatus.SUCCEEDED,
+                Attempt.finished_at.is_not(None),
+            )
+            .order_by(Attempt.finished_at.desc())
+            .limit(ESTIMATE_SAMPLE_SIZE)
+        )
+    ]
+    if not durations:
+        return ProgressEstimate(position, None)
+    typical_s = statistics.median(durations)
+    elapsed_s = (utcnow() - attempt.created_at).total_seconds()
+    remaining_s = max(typical_s * (1 - attempt.progress / 100), typical_s - elapsed_s, 0.0)
+    return ProgressEstimate(position, remaining_s)
+
+
+def processing_delayed(settings) -> bool:
+    """Tell whether studies are held up: the provider is down or the queue is stuck."""
+    from portal.breaker import inference_breaker
+
+    if inference_breaker(settings).is_open():
+        return True
+    oldest_waiting = db.session.scalar(
+        select(func.min(Attempt.queued_at)).where(Attempt.status.in_(WAITING_STATUSES))
+    )
+    if oldest_waiting is None:
+        return False
+    if oldest_waiting.tzinfo is None:
+        oldest_waiting = oldest_waiting.replace(tzinfo=utcnow().tzinfo)
+    return utcnow() - oldest_waiting > timedelta(seconds=settings.queue_delay_warning_s)
+
+
+def status_progress(study: Study) -> int:
+    attempt = study.latest_attempt
+    return attempt.progress if attempt else 0
 
 
 @dataclass(frozen=True)

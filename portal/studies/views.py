@@ -7,13 +7,16 @@ from pathlib import Path
 from flask import (
     Blueprint,
     current_app,
+    flash,
     g,
     jsonify,
     redirect,
     render_template,
+    request,
     url_for,
 )
 from flask_babel import get_locale
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from portal.api.views import status_json
@@ -128,9 +131,56 @@ def label_colormap() -> dict:
     return {"R": red, "G": green, "B": blue, "A": alpha, "labels": labels}
 
 
+def _page_actor() -> services.Actor:
+    return services.Actor(user_id=current_user.id)
+
+
+@bp.post("/studies/<study_id>/cancel")
+@clinic_member_required
+def cancel(study_id):
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    attempt = services.cancel_study(study, actor=_page_actor())
+    db.session.commit()
+    services.after_cancel(attempt)
+    flash(_("Processing cancelled."))
+    return redirect(url_for("studies.detail", study_id=study.id))
+
+
+@bp.post("/studies/<study_id>/rerun")
+@clinic_member_required
+def rerun(study_id):
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    series_id = request.form.get("series_id") or None
+    attempt = services.rerun_study(study, actor=_page_actor(), series_id=series_id)
+    db.session.commit()
+    services.queue_attempt(attempt)
+    flash(_("The study is running again."))
+    return redirect(url_for("studies.detail", study_id=study.id))
+
+
+@bp.post("/studies/<study_id>/delete")
+@clinic_member_required
+def delete(study_id):
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    cancelled = services.delete_study(study, actor=_page_actor())
+    db.session.commit()
+    services.after_delete(study, cancelled)
+    flash(_("Study deleted."))
+    return redirect(url_for("studies.list_studies"))
+
+
 def _status_context(study) -> dict:
     attempt = study.latest_attempt
     error_message = None
     if attempt is not None and attempt.error_code:
         error_message = study_error_message(attempt.error_code, attempt.error_detail)
-    return {"status": status_json(study), "attempt": attempt, "error_message": error_message}
+    return {
+        "status": status_json(study),
+        "attempt": attempt,
+        "error_message": error_message,
+        "attempt_errors": {
+            item.id: study_error_message(item.error_code, item.error_detail)
+            for item in study.attempts
+            if item.error_code
+        },
+    }

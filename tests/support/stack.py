@@ -46,12 +46,15 @@ def stack_env(data_dir: Path, *, database_url: str, redis_url: str = "", **overr
 
 
 @contextlib.contextmanager
-def running_stack(tmp_path: Path, *, backend: str = "sqlite", **overrides) -> Iterator[Stack]:
+def running_stack(
+    tmp_path: Path, *, backend: str = "sqlite", without: tuple[str, ...] = (), **overrides
+) -> Iterator[Stack]:
     """Migrate a fresh database, start every process, and stop them all afterwards.
 
     `backend` is "sqlite" (SQLite and SqliteHuey, the embedded defaults) or "postgresql"
     (PostgreSQL and RedisHuey, as in production: the processes connect as a role that owns
-    no table, and migrations run as the owner).
+    no table, and migrations run as the owner). Services named in `without` are not
+    started, so a test can run its own (for example workers it kills).
     """
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -67,6 +70,7 @@ def running_stack(tmp_path: Path, *, backend: str = "sqlite", **overrides) -> It
         env = stack_env(data_dir, database_url=database_url, redis_url=redis_url, **overrides)
         run_flask(env, "db", "upgrade")
         stack = Stack(env=env, log_dir=tmp_path / "logs")
+        stack.services = [service for service in stack.services if service.name not in without]
         try:
             stack.start()
             check_s3_server(

@@ -108,6 +108,17 @@ MATRIX: dict[str, Entry] = {
     "GET /studies/<study_id>/viewer-data": Entry(
         "/studies/{study}/viewer-data", web(a=409, b=404), same_as_missing=NOT_MEMBERS
     ),
+    # Study actions. The study is still queued, so it cannot run again; the first member
+    # to cancel or delete it succeeds and later callers find it cancelled or gone.
+    "POST /studies/<study_id>/cancel": Entry(
+        "/studies/{study}/cancel", web(a=302, b=404, admin_a=409), same_as_missing=NOT_MEMBERS
+    ),
+    "POST /studies/<study_id>/rerun": Entry(
+        "/studies/{study}/rerun", web(a=409, b=404), same_as_missing=NOT_MEMBERS
+    ),
+    "POST /studies/<study_id>/delete": Entry(
+        "/studies/{study}/delete", web(a=302, b=404, admin_a=404), same_as_missing=NOT_MEMBERS
+    ),
     # The clinic page and its admin actions.
     "GET /clinic/": Entry("/clinic/", web()),
     "POST /clinic/invitations": Entry(
@@ -213,6 +224,26 @@ MATRIX: dict[str, Entry] = {
         "/api/studies/{study}/result/",
         api(a=409, b=404),
         same_as_missing=OTHER_CLINIC + ("operator",),
+    ),
+    "POST /api/studies/<study_id>/cancel/": Entry(
+        "/api/studies/{study}/cancel/",
+        api(a=200, b=404, key=409) | {"admin_a": 409},
+        json={},
+        same_as_missing=OTHER_CLINIC + ("operator",),
+    ),
+    "POST /api/studies/<study_id>/rerun/": Entry(
+        "/api/studies/{study}/rerun/",
+        api(a=409, b=404),
+        json={},
+        same_as_missing=OTHER_CLINIC + ("operator",),
+    ),
+    "DELETE /api/studies/<study_id>/": Entry(
+        "/api/studies/{study}/",
+        api(a=204, b=404, key=404) | {"admin_a": 404},
+        same_as_missing=OTHER_CLINIC + ("operator",),
+    ),
+    "GET /api/studies/<study_id>/attempts/": Entry(
+        "/api/studies/{study}/attempts/", api(b=404), same_as_missing=OTHER_CLINIC + ("operator",)
     ),
     "GET /api/studies/<study_id>/visualization/": Entry(
         "/api/studies/{study}/visualization/",

@@ -175,6 +175,32 @@ def test_categories_endpoint_follows_language(client):
     assert all(c["color"].startswith("#") and len(c["color"]) == 7 for c in english)
 
 
-def test_health_reports_database_and_storage(client):
+def test_health_liveness_answers_at_once(client):
     body = client.get("/api/health/").get_json()
-    assert body == {"status": "ok", "checks": {"database": True, "storage": True}}
+    assert body == {"status": "ok"}
+
+
+def test_health_readiness_names_degraded_part(make_app):
+    from tests.inference.fake_server import FakeInferenceServer, Reply
+
+    provider = FakeInferenceServer()
+    provider.script("GET", "/v1/health", Reply(200, b'{"status": "ok"}'))
+    provider.start()
+    try:
+        up = make_app(inference_api_url=provider.base_url, inference_api_token="t")
+        ready = up.test_client().get("/api/health/?ready=1")
+        assert ready.status_code == 200
+        assert ready.get_json()["checks"] == {
+            "database": True,
+            "queue": True,
+            "storage": True,
+            "inference": True,
+        }
+        provider.script("GET", "/v1/health", Reply(503, b"{}"))
+        degraded = up.test_client().get("/api/health/?ready=1")
+        assert degraded.status_code == 503
+        assert degraded.get_json()["status"] == "degraded"
+        assert degraded.get_json()["checks"]["inference"] is False
+        assert degraded.get_json()["checks"]["database"] is True
+    finally:
+        provider.stop()

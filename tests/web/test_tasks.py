@@ -1,10 +1,18 @@
+import io
+import uuid
+from datetime import timedelta
+
 import numpy as np
+import pytest
 
 from portal.studies.error_catalogue import STUDY_ERROR_MESSAGES
+from tests.web.conftest import post_multipart, zip_bytes
 
 
 def test_every_pipeline_and_inference_code_has_a_message():
+    from portal import tasks
     from portal.inference import errors as inference_errors
+    from portal.isolation import LIMIT_EXCEEDED_CODE
     from portal.pipeline import ERROR_CODES
 
     inference_codes = {
@@ -12,8 +20,14 @@ def test_every_pipeline_and_inference_code_has_a_message():
         for name, value in vars(inference_errors).items()
         if name.startswith("INFERENCE_") and isinstance(value, str)
     }
-    missing = (set(ERROR_CODES) - {"pipeline_error"} | inference_codes) - set(STUDY_ERROR_MESSAGES)
-    assert missing == set()
+    task_codes = {
+        tasks.PROCESSING_INTERRUPTED,
+        tasks.PROCESSING_TIMED_OUT,
+        tasks.STORAGE_UNAVAILABLE,
+        LIMIT_EXCEEDED_CODE,
+    }
+    expected = set(ERROR_CODES) - {"pipeline_error"} | inference_codes | task_codes
+    assert expected - set(STUDY_ERROR_MESSAGES) == set()
 
 
 def test_label_statistics_uses_voxel_volume():
@@ -30,42 +44,338 @@ def test_label_statistics_uses_voxel_volume():
     ]
 
 
-def test_claim_moves_once(app, make_clinic, make_api_key, queued, client):
-    import io
-    import uuid
-
+@pytest.fixture
+def upload_study(app, client, make_clinic, make_api_key, queued):
+    """Upload a tiny study through the API; return (study id, attempt id, API token)."""
     from portal.extensions import db
-    from portal.studies.models import Study, StudyStatus
-    from portal.tasks import claim
-    from tests.web.conftest import post_multipart, zip_bytes
+    from portal.studies.models import Study
 
     token = make_api_key(make_clinic())
-    body = post_multipart(
-        client,
-        "/api/studies/",
-        {"file": (io.BytesIO(zip_bytes({"a": b"b"})), "s.zip")},
-        {"Authorization": f"Bearer {token}"},
-    ).get_json()
+
+    def upload():
+        body = post_multipart(
+            client,
+            "/api/studies/",
+            {"file": (io.BytesIO(zip_bytes({"a": b"b"})), "s.zip")},
+            {"Authorization": f"Bearer {token}"},
+        ).get_json()
+        with app.app_context():
+            attempt_id = db.session.get(Study, uuid.UUID(body["id"])).latest_attempt.id
+        return body["id"], attempt_id, token
+
+    return upload
+
+
+def test_claim_moves_once(app, upload_study):
+    from portal.extensions import db
+    from portal.leases import CONVERT, claim
+    from portal.studies.models import Attempt, StudyStatus
+
+    _study_id, attempt_id, _token = upload_study()
     with app.app_context():
-        attempt_id = db.session.get(Study, uuid.UUID(body["id"])).latest_attempt.id
-        first = claim(attempt_id, StudyStatus.UPLOADED, StudyStatus.CONVERTING)
-        second = claim(attempt_id, StudyStatus.UPLOADED, StudyStatus.CONVERTING)
-        assert first is not None
-        assert first.status == StudyStatus.CONVERTING
-        assert first.progress == 10
-        assert first.started_at is not None
-        assert second is None
+        first = claim(attempt_id, CONVERT, duration_s=30)
+        second = claim(attempt_id, CONVERT, duration_s=30)
+        try:
+            attempt = db.session.get(Attempt, attempt_id, populate_existing=True)
+            assert first is not None
+            assert first.recovered is False
+            assert attempt.status == StudyStatus.CONVERTING
+            assert attempt.progress == 10
+            assert attempt.started_at is not None
+            assert attempt.lease_owner == first.token
+            assert second is None
+        finally:
+            first.stop_renewing()
 
 
-def test_terminal_attempt_refuses_moves(app):
-    import pytest
+def test_expired_lease_is_recovered_once(app, upload_study):
+    from sqlalchemy import update
 
-    from portal.studies.models import Attempt, InvalidTransition, StudyStatus
+    from portal.db_types import utcnow
+    from portal.extensions import db
+    from portal.leases import CONVERT, LeaseLost, claim
+    from portal.studies.models import Attempt
 
-    attempt = Attempt(status=StudyStatus.UPLOADED, number=1)
-    attempt.fail("archive_invalid")
-    with pytest.raises(InvalidTransition):
-        attempt.move_to(StudyStatus.CONVERTING)
-    with pytest.raises(InvalidTransition):
-        attempt.move_to(StudyStatus.CANCELLED)
-    assert attempt.error_code == "archive_invalid"
+    _study_id, attempt_id, _token = upload_study()
+    with app.app_context():
+        dead = claim(attempt_id, CONVERT, duration_s=30)
+        dead.stop_renewing()
+        db.session.execute(
+            update(Attempt)
+            .where(Attempt.id == attempt_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+        db.session.commit()
+        taker = claim(attempt_id, CONVERT, duration_s=30)
+        try:
+            assert taker is not None
+            assert taker.recovered is True
+            assert db.session.get(Attempt, attempt_id, populate_existing=True).recovery_count == 1
+            with pytest.raises(LeaseLost):
+                dead.update(progress=20)
+            taker.update(progress=20)
+            assert db.session.get(Attempt, attempt_id, populate_existing=True).progress == 20
+        finally:
+            taker.stop_renewing()
+
+
+def test_cancel_makes_running_step_lose_lease(app, upload_study, client):
+    from portal.extensions import db
+    from portal.leases import CONVERT, LeaseLost, claim
+    from portal.studies.models import Attempt, StudyStatus
+
+    study_id, attempt_id, token = upload_study()
+    with app.app_context():
+        lease = claim(attempt_id, CONVERT, duration_s=30)
+    response = client.post(
+        f"/api/studies/{study_id}/cancel/", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "cancelled"
+    with app.app_context():
+        try:
+            with pytest.raises(LeaseLost):
+                lease.finish(StudyStatus.INFERENCE_QUEUED)
+            attempt = db.session.get(Attempt, attempt_id, populate_existing=True)
+            assert attempt.status == StudyStatus.CANCELLED
+            assert attempt.cancelled_by_api_key_id is not None
+            assert attempt.finished_at is not None
+        finally:
+            lease.stop_renewing()
+
+
+def test_breaker_opens_probes_and_closes(app):
+    from portal.breaker import BreakerState, CircuitBreaker
+
+    with app.app_context():
+        breaker = CircuitBreaker("test", failure_threshold=2, cooldown_s=0.3)
+        assert breaker.before_call("w1").allowed
+        breaker.record_failure()
+        assert breaker.state().state == BreakerState.CLOSED
+        breaker.record_failure()
+        assert breaker.state().state == BreakerState.OPEN
+        denied = breaker.before_call("w1")
+        assert denied.allowed is False
+        assert 0 < denied.retry_after_s <= 0.3
+
+        import time
+
+        time.sleep(0.35)
+        probe = breaker.before_call("w1")
+        other = breaker.before_call("w2")
+        assert probe.allowed and probe.is_probe
+        assert other.allowed is False
+        breaker.record_failure()
+        assert breaker.state().state == BreakerState.OPEN
+
+        time.sleep(0.35)
+        assert breaker.before_call("w2").is_probe
+        breaker.record_success()
+        assert breaker.state().state == BreakerState.CLOSED
+        assert breaker.state().consecutive_failures == 0
+        assert breaker.before_call("w1").allowed
+
+
+class FakeQueue:
+    def __init__(self, attempt_ids=()):
+        self.tasks = [type("Task", (), {"kwargs": {"attempt_id": str(i)}})() for i in attempt_ids]
+
+    def pending(self):
+        return list(self.tasks)
+
+    def scheduled(self):
+        return []
+
+
+def test_sweeper_requeues_lost_attempts(app, upload_study, monkeypatch):
+    from sqlalchemy import update
+
+    from portal.db_types import utcnow
+    from portal.extensions import db
+    from portal.leases import CONVERT, claim
+    from portal.studies.models import Attempt, StudyStatus
+    from portal.sweeper import sweep
+
+    requeued = []
+    monkeypatch.setattr(
+        "portal.tasks.queue_step_for_status",
+        lambda attempt_id, status: requeued.append((attempt_id, status)),
+    )
+    _s1, waiting_id, _t = upload_study()
+    _s2, queued_id, _t = upload_study()
+    _s3, dead_id, _t = upload_study()
+    _s4, live_id, _t = upload_study()
+    with app.app_context():
+        claim(dead_id, CONVERT, duration_s=30).stop_renewing()
+        live = claim(live_id, CONVERT, duration_s=30)
+        past = utcnow() - timedelta(seconds=60)
+        db.session.execute(
+            update(Attempt).where(Attempt.id == dead_id).values(lease_expires_at=past)
+        )
+        # Last, because every update sets updated_at to now.
+        db.session.execute(update(Attempt).values(updated_at=past))
+        db.session.commit()
+        try:
+            found = sweep(FakeQueue([queued_id]), grace_s=5)
+            again = sweep(FakeQueue([queued_id]), grace_s=5)
+        finally:
+            live.stop_renewing()
+    assert set(found) == {waiting_id, dead_id}
+    assert sorted(requeued) == sorted(
+        [(str(waiting_id), StudyStatus.UPLOADED), (str(dead_id), StudyStatus.CONVERTING)]
+    )
+    assert again == []
+
+
+def test_rerun_keeps_every_attempt(app, upload_study, client, queued):
+    from portal.extensions import db
+    from portal.studies.models import Attempt
+
+    study_id, attempt_id, token = upload_study()
+    headers = {"Authorization": f"Bearer {token}"}
+    busy = client.post(f"/api/studies/{study_id}/rerun/", headers=headers)
+    assert busy.status_code == 409
+    assert busy.get_json()["code"] == "study_busy"
+    with app.app_context():
+        db.session.get(Attempt, attempt_id).fail("archive_invalid")
+        db.session.commit()
+    rerun = client.post(
+        f"/api/studies/{study_id}/rerun/", headers=headers, json={"series_id": "s2"}
+    )
+    assert rerun.status_code == 202
+    assert rerun.get_json()["attempt"] == 2
+    assert rerun.get_json()["status"] == "uploaded"
+    history = client.get(f"/api/studies/{study_id}/attempts/", headers=headers).get_json()
+    assert [item["number"] for item in history["attempts"]] == [1, 2]
+    assert history["attempts"][0]["status"] == "failed"
+    assert history["attempts"][0]["error"]["code"] == "archive_invalid"
+    assert history["attempts"][1]["requested_series_id"] == "s2"
+    assert history["attempts"][1]["started_by"]["api_key_id"] is not None
+    assert len(queued) == 2
+    assert queued[0] == attempt_id
+    assert queued[1] != attempt_id
+    bad = client.post(f"/api/studies/{study_id}/rerun/", headers=headers, json=["x"])
+    assert bad.status_code == 400
+
+
+def test_delete_hides_study_and_records_actor(app, upload_study, client, monkeypatch):
+    from portal.extensions import db
+    from portal.studies.models import Study, StudyStatus
+
+    purged, cancelled = [], []
+    monkeypatch.setattr("portal.tasks.purge_study_objects", lambda **kw: purged.append(kw))
+    monkeypatch.setattr("portal.tasks.cancel_provider_job", lambda **kw: cancelled.append(kw))
+    study_id, attempt_id, token = upload_study()
+    headers = {"Authorization": f"Bearer {token}"}
+    response = client.delete(f"/api/studies/{study_id}/", headers=headers)
+    assert response.status_code == 204
+    assert client.get(f"/api/studies/{study_id}/", headers=headers).status_code == 404
+    assert client.delete(f"/api/studies/{study_id}/", headers=headers).status_code == 404
+    with app.app_context():
+        study = db.session.get(Study, uuid.UUID(study_id))
+        assert study.deleted_at is not None
+        assert study.deleted_by_api_key_id is not None
+        assert study.latest_attempt.status == StudyStatus.CANCELLED
+    assert purged == [{"study_id": study_id}]
+    assert cancelled == [{"attempt_id": str(attempt_id)}]
+
+
+def test_other_clinic_cannot_cancel(app, upload_study, client, make_clinic, make_api_key):
+    study_id, _attempt_id, _token = upload_study()
+    other = make_api_key(make_clinic("Clínica B"))
+    headers = {"Authorization": f"Bearer {other}"}
+    for method, path in (
+        ("post", "cancel/"),
+        ("post", "rerun/"),
+        ("delete", ""),
+        ("get", "attempts/"),
+    ):
+        response = getattr(client, method)(f"/api/studies/{study_id}/{path}", headers=headers)
+        assert response.status_code == 404, path
+
+
+def test_page_buttons_cancel_and_rerun(app, client, make_clinic, make_user, login, queued):
+    from portal.extensions import db
+    from portal.studies.models import Study
+
+    clinic_id = make_clinic()
+    user_id = make_user(clinic_id)
+    login(user_id)
+    upload = client.post(
+        "/studies/new",
+        data={"file": (io.BytesIO(zip_bytes({"a": b"b"})), "s.zip"), "categories": ["lung"]},
+        content_type="multipart/form-data",
+    )
+    study_id = upload.headers["Location"].rstrip("/").split("/")[-1]
+    page = client.get(f"/studies/{study_id}").get_data(as_text=True)
+    assert 'id="cancel-study"' in page
+    assert 'data-confirm="' in page
+    assert 'id="attempt-history"' in page
+    assert client.post(f"/studies/{study_id}/cancel").status_code == 302
+    page = client.get(f"/studies/{study_id}").get_data(as_text=True)
+    assert 'id="rerun-study"' in page
+    assert client.post(f"/studies/{study_id}/rerun").status_code == 302
+    with app.app_context():
+        study = db.session.get(Study, uuid.UUID(study_id))
+        assert [a.status.value for a in study.attempts] == ["cancelled", "uploaded"]
+        assert study.attempts[0].cancelled_by_user_id == user_id
+        assert study.attempts[1].created_by_user_id == user_id
+
+
+def test_page_forms_need_csrf(make_app, make_clinic, make_user):
+    csrf_app = make_app()
+    csrf_app.config["WTF_CSRF_ENABLED"] = True
+    client = csrf_app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = str(uuid.uuid4())
+    response = client.post(f"/studies/{uuid.uuid4()}/cancel")
+    assert response.status_code == 400
+
+
+def test_progress_estimate_uses_recent_studies(app, upload_study):
+    from portal.db_types import utcnow
+    from portal.extensions import db
+    from portal.studies.models import Attempt, StudyStatus
+    from portal.studies.services import progress_estimate
+
+    _s1, done_id, _t = upload_study()
+    _s2, first_id, _t = upload_study()
+    _s3, second_id, _t = upload_study()
+    with app.app_context():
+        done = db.session.get(Attempt, done_id)
+        done.status = StudyStatus.SUCCEEDED
+        done.created_at = utcnow() - timedelta(seconds=300)
+        done.finished_at = done.created_at + timedelta(seconds=120)
+        db.session.commit()
+        estimate = progress_estimate(db.session.get(Attempt, second_id))
+        first = progress_estimate(db.session.get(Attempt, first_id))
+    assert first.queue_position == 1
+    assert estimate.queue_position == 2
+    assert 100 < estimate.remaining_s <= 120
+
+
+def test_time_limit_interrupts_step():
+    import time
+
+    from portal.tasks import TaskTimeLimitExceeded, time_limit
+
+    with pytest.raises(TaskTimeLimitExceeded):
+        with time_limit(0.2):
+            time.sleep(2)
+
+
+def test_conversion_child_limits(tmp_path):
+    from portal.isolation import ConversionFailed, ConversionLimitExceeded, convert_in_child
+
+    not_zip = tmp_path / "upload.zip"
+    not_zip.write_bytes(b"not a zip at all")
+    with pytest.raises(ConversionFailed) as failed:
+        convert_in_child(
+            not_zip, tmp_path / "out", memory_limit_mb=2048, time_limit_s=60, options={}
+        )
+    assert failed.value.code == "archive_invalid"
+    with pytest.raises(ConversionLimitExceeded) as limited:
+        convert_in_child(
+            not_zip, tmp_path / "out2", memory_limit_mb=2048, time_limit_s=0.05, options={}
+        )
+    assert limited.value.limit == "time"
