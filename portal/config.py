@@ -88,6 +88,8 @@ class Settings:
     dicom_target_slices: int = 64
     dicom_window_center: float = 40.0
     dicom_window_width: float = 400.0
+    #: Largest uncompressed native volume the viewer gets; larger ones show the model grid.
+    viewer_native_max_bytes: int = 512 * 1024**2
     enable_seat_limit_check: bool = True
     max_upload_bytes: int = 2 * 1024**3
     default_locale: str = "pt_BR"
@@ -157,6 +159,9 @@ class Settings:
                 "DICOM_WINDOW_CENTER", get("DICOM_WINDOW_CENTER", "40")
             ),
             dicom_window_width=_parse_float("DICOM_WINDOW_WIDTH", get("DICOM_WINDOW_WIDTH", "400")),
+            viewer_native_max_bytes=_parse_int(
+                "VIEWER_NATIVE_MAX_BYTES", get("VIEWER_NATIVE_MAX_BYTES", str(512 * 1024**2))
+            ),
             enable_seat_limit_check=_parse_bool(
                 "ENABLE_SEAT_LIMIT_CHECK", get("ENABLE_SEAT_LIMIT_CHECK", "true")
             ),
@@ -171,6 +176,10 @@ class Settings:
             raise ConfigurationError("DICOM_WINDOW_WIDTH must be positive")
         if self.dicom_target_slices < 2:
             raise ConfigurationError("DICOM_TARGET_SLICES must be at least 2")
+        if self.viewer_native_max_bytes < 0:
+            raise ConfigurationError(
+                "VIEWER_NATIVE_MAX_BYTES must be 0 (always the model grid) or a positive size"
+            )
         if self.is_production:
             if self.secret_key.startswith(DEV_SECRET_KEY_PREFIX) or len(self.secret_key) < 32:
                 raise ConfigurationError(

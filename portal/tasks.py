@@ -137,12 +137,20 @@ def convert_attempt(*, attempt_id: str) -> None:
                     window_width=settings.dicom_window_width,
                     series_id=attempt.requested_series_id,
                     categories=category_values,
+                    # Native-resolution viewer: past this size only the model grid is stored.
+                    native_max_bytes=settings.viewer_native_max_bytes,
                 )
-                for kind, path, content_type in (
+                outputs = [
                     (ArtifactKind.VOLUME_NPZ, result.npz_path, "application/octet-stream"),
                     (ArtifactKind.IMAGE_NIFTI, result.image_path, "application/gzip"),
                     (ArtifactKind.REPORT_JSON, result.report_path, "application/json"),
-                ):
+                ]
+                # Native-resolution viewer: store native.nii.gz when the pipeline wrote it.
+                if result.native_path is not None:
+                    outputs.append(
+                        (ArtifactKind.NATIVE_NIFTI, result.native_path, "application/gzip")
+                    )
+                for kind, path, content_type in outputs:
                     _store_artifact(
                         attempt,
                         kind,
@@ -235,7 +243,7 @@ def write_results(*, attempt_id: str) -> None:
     """Write the mask NIfTI on the image's grid and affine, with per-label statistics."""
     import nibabel as nib
 
-    from portal.pipeline import write_mask_nifti
+    from portal.pipeline import write_mask_nifti, write_native_mask
     from portal.storage import study_object_key
 
     with _app().app_context():
@@ -265,6 +273,23 @@ def write_results(*, attempt_id: str) -> None:
                         ArtifactKind.MASK_NIFTI,
                         mask_path,
                         file_name=mask_path.name,
+                        content_type="application/gzip",
+                    )
+                # Native-resolution viewer: the mask resampled onto native.nii.gz.
+                native = attempt.study.artifact(ArtifactKind.NATIVE_NIFTI, attempt)
+                native_mask_kind = ArtifactKind.MASK_NATIVE_NIFTI
+                if native is not None and attempt.study.artifact(native_mask_kind, attempt) is None:
+                    native_path = storage.download_file(
+                        native.storage_key,
+                        work_dir / ARTIFACT_FILE_NAMES[ArtifactKind.NATIVE_NIFTI],
+                    )
+                    native_mask_path = work_dir / ARTIFACT_FILE_NAMES[native_mask_kind]
+                    write_native_mask(mask_zyx, affine_ras, native_path, native_mask_path)
+                    _store_artifact(
+                        attempt,
+                        native_mask_kind,
+                        native_mask_path,
+                        file_name=native_mask_path.name,
                         content_type="application/gzip",
                     )
                 attempt.label_stats = label_statistics(mask_zyx, affine_ras)

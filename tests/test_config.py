@@ -62,3 +62,13 @@ def test_production_requires_strong_secret_and_issuer():
     Settings.from_env(
         {"PORTAL_ENV": "production", "SECRET_KEY": "k" * 64, "OIDC_ISSUER": "https://idp"}
     ).check()
+
+
+def test_viewer_native_limit_default_and_override():
+    assert Settings.from_env({}).viewer_native_max_bytes == 512 * 1024**2
+    settings = Settings.from_env({"VIEWER_NATIVE_MAX_BYTES": "1000"})
+    assert settings.viewer_native_max_bytes == 1000
+    with pytest.raises(ConfigurationError, match="VIEWER_NATIVE_MAX_BYTES"):
+        Settings.from_env({"VIEWER_NATIVE_MAX_BYTES": "-1"}).check()
+    with pytest.raises(ConfigurationError, match="VIEWER_NATIVE_MAX_BYTES"):
+        Settings.from_env({"VIEWER_NATIVE_MAX_BYTES": "big"})

@@ -90,6 +90,9 @@ class ArtifactKind(enum.StrEnum):
     IMAGE_NIFTI = "image_nifti"
     MASK_NIFTI = "mask_nifti"
     REPORT_JSON = "report_json"
+    #: The chosen series at its own resolution, and the mask resampled onto it.
+    NATIVE_NIFTI = "native_nifti"
+    MASK_NATIVE_NIFTI = "mask_native_nifti"
 
 
 #: Object names under the study's or attempt's storage prefix.
@@ -99,6 +102,8 @@ ARTIFACT_FILE_NAMES = {
     ArtifactKind.IMAGE_NIFTI: "image.nii.gz",
     ArtifactKind.MASK_NIFTI: "mask.nii.gz",
     ArtifactKind.REPORT_JSON: "report.json",
+    ArtifactKind.NATIVE_NIFTI: "native.nii.gz",
+    ArtifactKind.MASK_NATIVE_NIFTI: "mask_native.nii.gz",
 }
 
 

@@ -15,6 +15,7 @@ from flask import (
 )
 from flask_babel import get_locale
 from flask_login import current_user
+from werkzeug.routing import BuildError
 
 from portal.api.views import status_json
 from portal.categories import load_categories
@@ -24,6 +25,7 @@ from portal.extensions import db
 from portal.studies import services
 from portal.studies.error_catalogue import study_error_message
 from portal.studies.forms import UploadForm
+from portal.studies.report_catalogue import describe_report
 
 bp = Blueprint("studies", __name__)
 
@@ -71,7 +73,9 @@ def upload():
 @clinic_member_required
 def detail(study_id):
     study = services.get_study_or_404(study_id, clinic=g.clinic)
-    return render_template("studies/detail.html", study=study, **_status_context(study))
+    return render_template(
+        "studies/detail.html", study=study, **_status_context(study), **_report_context(study)
+    )
 
 
 @bp.get("/studies/<study_id>/status")
@@ -103,6 +107,7 @@ def viewer_data(study_id):
             "image_url": links.image_url,
             "mask_url": links.mask_url,
             "expires_at": links.expires_at.isoformat(),
+            "grid": links.grid,
             "labels": links.labels,
             "colormap": label_colormap(),
         }
@@ -125,6 +130,19 @@ def label_colormap() -> dict:
         alpha[category.value] = 255
         labels[category.value] = category.key
     return {"R": red, "G": green, "B": blue, "A": alpha, "labels": labels}
+
+
+def _report_context(study) -> dict:
+    """Translate the latest attempt's report and find the series a user may pick."""
+    attempt = study.latest_attempt
+    report = describe_report(attempt.report if attempt is not None else None)
+    try:
+        # The rerun route may not exist in this build; the picker is hidden then.
+        rerun_url = url_for("studies.rerun", study_id=study.id)
+    except BuildError:
+        rerun_url = None
+    pickable = [row for row in report.series if row.is_pickable] if report else []
+    return {"report": report, "rerun_url": rerun_url, "pickable_series": pickable}
 
 
 def _status_context(study) -> dict:
