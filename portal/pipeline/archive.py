@@ -77,7 +77,7 @@ class ArchiveMember:
 
     @property
     def max_decoded_bytes(self) -> int:
-        """Return the most bytes the member's decoded pixel data may take (member size limit)."""
+        """Return the maximum decoded pixel data size in bytes (the member size limit)."""
         return self._contents().limits.max_member_uncompressed_bytes
 
     def open(self) -> IO[bytes]:

@@ -81,8 +81,17 @@ def ras_affine_from_lps(
 
 def write_image_nifti(hu_zyx: np.ndarray, affine_ras: np.ndarray, path: Path) -> Path:
     """Write a HU volume (z, y, x) as int16 NIfTI, rounded and clipped to the int16 range."""
-    values = np.clip(np.rint(np.asarray(hu_zyx, dtype=np.float64)), _INT16_MIN, _INT16_MAX)
-    return _write_nifti(values.astype(np.int16), affine_ras, Path(path), is_label=False)
+    values = np.asarray(hu_zyx)
+    if values.dtype != np.int16:
+        # Rounded slice by slice in float32, so no float64 copy of the volume is made.
+        rounded = np.empty(values.shape, dtype=np.int16)
+        for index, slice_yx in enumerate(values):
+            clipped = np.clip(
+                np.rint(slice_yx.astype(np.float32, copy=False)), _INT16_MIN, _INT16_MAX
+            )
+            rounded[index] = clipped
+        values = rounded
+    return write_native_nifti(values, affine_ras, Path(path))
 
 
 def write_mask_nifti(mask_zyx: np.ndarray, affine_ras: np.ndarray, path: Path) -> Path:
