@@ -192,18 +192,22 @@ class ResultLinks:
     grid: str = "model"
 
 
-def result_links(study: Study, *, storage: Storage, locale: str) -> ResultLinks:
+def result_links(
+    study: Study, *, storage: Storage, locale: str, prefer_native: bool = False
+) -> ResultLinks:
     """Presign the latest successful attempt's image and mask for the browser.
 
-    The native pair (the series at its own resolution and the mask on it) is used when the
-    attempt has both; otherwise the model-grid pair.
+    With `prefer_native`, the native pair (the series at its own resolution and the mask on
+    it) is used when the attempt has both. Otherwise, and by default, the model-grid pair.
     """
     attempt = study.latest_successful_attempt
     if attempt is None:
         raise StudyNotSucceeded()
-    image = study.artifact(ArtifactKind.NATIVE_NIFTI, attempt)
-    mask = study.artifact(ArtifactKind.MASK_NATIVE_NIFTI, attempt)
+    image = mask = None
     grid = "native"
+    if prefer_native:
+        image = study.artifact(ArtifactKind.NATIVE_NIFTI, attempt)
+        mask = study.artifact(ArtifactKind.MASK_NATIVE_NIFTI, attempt)
     if image is None or mask is None:
         image = study.artifact(ArtifactKind.IMAGE_NIFTI, attempt)
         mask = study.artifact(ArtifactKind.MASK_NIFTI, attempt)

@@ -100,7 +100,10 @@ def viewer_data(study_id):
     """Return fresh presigned URLs and the legend; the viewer calls it on each load."""
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     links = services.result_links(
-        study, storage=current_app.extensions["portal_storage"], locale=_locale()
+        study,
+        storage=current_app.extensions["portal_storage"],
+        locale=_locale(),
+        prefer_native=True,
     )
     response = jsonify(
         {
