@@ -164,6 +164,8 @@ class Settings:
     dicom_target_slices: int = 64
     dicom_window_center: float = 40.0
     dicom_window_width: float = 400.0
+    #: Largest uncompressed native volume the viewer gets; larger ones show the model grid.
+    viewer_native_max_bytes: int = 512 * 1024**2
     enable_seat_limit_check: bool = True
     invitation_ttl_days: int = 7
     smtp_host: str = ""
@@ -340,6 +342,9 @@ class Settings:
                 "DICOM_WINDOW_CENTER", get("DICOM_WINDOW_CENTER", "40")
             ),
             dicom_window_width=_parse_float("DICOM_WINDOW_WIDTH", get("DICOM_WINDOW_WIDTH", "400")),
+            viewer_native_max_bytes=_parse_int(
+                "VIEWER_NATIVE_MAX_BYTES", get("VIEWER_NATIVE_MAX_BYTES", str(512 * 1024**2))
+            ),
             enable_seat_limit_check=_parse_bool(
                 "ENABLE_SEAT_LIMIT_CHECK", get("ENABLE_SEAT_LIMIT_CHECK", "true")
             ),
@@ -392,6 +397,10 @@ class Settings:
             problems.append("INFERENCE_BREAKER_FAILURES must be at least 1")
         if self.convert_memory_limit_mb < 256:
             problems.append("CONVERT_MEMORY_LIMIT_MB must be at least 256")
+        if self.viewer_native_max_bytes < 0:
+            problems.append(
+                "VIEWER_NATIVE_MAX_BYTES must be 0 (always the model grid) or a positive size"
+            )
         if self.is_production:
             problems.extend(self._production_problems())
         return problems

@@ -58,6 +58,8 @@ class ChildConversion:
     series_description: str
     slice_count: int
     series_id: str
+    #: The chosen series at its own resolution; None past VIEWER_NATIVE_MAX_BYTES.
+    native_path: Path | None = None
 
 
 def convert_in_child(
@@ -123,6 +125,7 @@ def convert_in_child(
         series_description=document["series_description"],
         slice_count=int(document["slice_count"]),
         series_id=document["series_id"],
+        native_path=Path(document["native_path"]) if document.get("native_path") else None,
     )
 
 
@@ -167,6 +170,7 @@ def _child_main(request_path: str) -> int:
             "series_description": result.series_description or "",
             "slice_count": result.slice_count,
             "series_id": result.series_id,
+            "native_path": str(result.native_path) if result.native_path else None,
         }
     except PipelineError as error:
         document = {

@@ -274,6 +274,8 @@ def _convert(attempt: Attempt, lease: Lease) -> None:
                     "window_width": settings.dicom_window_width,
                     "series_id": attempt.requested_series_id,
                     "categories": category_values,
+                    # Native-resolution viewer: past this size only the model grid is stored.
+                    "native_max_bytes": settings.viewer_native_max_bytes,
                 },
             )
         except ConversionFailed as error:
@@ -283,13 +285,17 @@ def _convert(attempt: Attempt, lease: Lease) -> None:
             _fail(lease, error.code, {})
             return
         lease.check()
+        outputs = [
+            (ArtifactKind.VOLUME_NPZ, result.npz_path, "application/octet-stream"),
+            (ArtifactKind.IMAGE_NIFTI, result.image_path, "application/gzip"),
+            (ArtifactKind.REPORT_JSON, result.report_path, "application/json"),
+        ]
+        # Native-resolution viewer: store native.nii.gz when the pipeline wrote it.
+        if result.native_path is not None:
+            outputs.append((ArtifactKind.NATIVE_NIFTI, result.native_path, "application/gzip"))
         artifacts = [
             _store_artifact(attempt, kind, path, content_type=content_type)
-            for kind, path, content_type in (
-                (ArtifactKind.VOLUME_NPZ, result.npz_path, "application/octet-stream"),
-                (ArtifactKind.IMAGE_NIFTI, result.image_path, "application/gzip"),
-                (ArtifactKind.REPORT_JSON, result.report_path, "application/json"),
-            )
+            for kind, path, content_type in outputs
         ]
     db.session.add_all(artifacts)
     study.modality = result.modality
@@ -445,7 +451,7 @@ def write_results(*, attempt_id: str) -> None:
 def _write_results(attempt: Attempt, lease: Lease) -> None:
     import nibabel as nib
 
-    from portal.pipeline import write_mask_nifti
+    from portal.pipeline import write_mask_nifti, write_native_mask
     from portal.storage import study_object_key
 
     settings = current_app.config["PORTAL_SETTINGS"]
@@ -464,10 +470,29 @@ def _write_results(attempt: Attempt, lease: Lease) -> None:
         mask_path = work_dir / ARTIFACT_FILE_NAMES[ArtifactKind.MASK_NIFTI]
         write_mask_nifti(mask_zyx, affine_ras, mask_path)
         lease.check()
-        mask = _store_artifact(
-            attempt, ArtifactKind.MASK_NIFTI, mask_path, content_type="application/gzip"
-        )
-    db.session.add(mask)
+        stored = [
+            _store_artifact(
+                attempt, ArtifactKind.MASK_NIFTI, mask_path, content_type="application/gzip"
+            )
+        ]
+        # Native-resolution viewer: the mask resampled onto native.nii.gz.
+        native = attempt.study.artifact(ArtifactKind.NATIVE_NIFTI, attempt)
+        if native is not None:
+            native_path = storage.download_file(
+                native.storage_key, work_dir / ARTIFACT_FILE_NAMES[ArtifactKind.NATIVE_NIFTI]
+            )
+            native_mask_path = work_dir / ARTIFACT_FILE_NAMES[ArtifactKind.MASK_NATIVE_NIFTI]
+            write_native_mask(mask_zyx, affine_ras, native_path, native_mask_path)
+            lease.check()
+            stored.append(
+                _store_artifact(
+                    attempt,
+                    ArtifactKind.MASK_NATIVE_NIFTI,
+                    native_mask_path,
+                    content_type="application/gzip",
+                )
+            )
+    db.session.add_all(stored)
     lease.finish(StudyStatus.SUCCEEDED, label_stats=label_statistics(mask_zyx, affine_ras))
     logger.info("attempt %s of study %s succeeded", attempt.id, attempt.study_id)
 

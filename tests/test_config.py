@@ -95,3 +95,13 @@ def test_session_cookie_flags():
     hosted = Settings.from_env({"PORTAL_BASE_URL": "https://portal.example.com.br"})
     assert hosted.flask_config()["SESSION_COOKIE_SECURE"] is True
     assert hosted.flask_config()["SESSION_COOKIE_NAME"] == "__Host-session"
+
+
+def test_viewer_native_limit_default_and_override():
+    assert Settings.from_env({}).viewer_native_max_bytes == 512 * 1024**2
+    settings = Settings.from_env({"VIEWER_NATIVE_MAX_BYTES": "1000"})
+    assert settings.viewer_native_max_bytes == 1000
+    with pytest.raises(ConfigurationError, match="VIEWER_NATIVE_MAX_BYTES"):
+        Settings.from_env({"VIEWER_NATIVE_MAX_BYTES": "-1"}).check()
+    with pytest.raises(ConfigurationError, match="VIEWER_NATIVE_MAX_BYTES"):
+        Settings.from_env({"VIEWER_NATIVE_MAX_BYTES": "big"})

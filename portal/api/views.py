@@ -49,6 +49,7 @@ def study_json(study: Study) -> dict:
         "slice_count": study.slice_count,
         "categories": list(study.requested_categories or []),
         "attempt": attempt.number if attempt else None,
+        "report": _report_json(attempt),
         "links": {
             "self": url_for("api.get_study", study_id=study.id),
             "status": url_for("api.get_study_status", study_id=study.id),
@@ -63,6 +64,46 @@ def attempt_error_json(attempt: Attempt) -> dict | None:
     return {
         "code": attempt.error_code,
         "message": study_error_message(attempt.error_code, attempt.error_detail),
+    }
+
+
+def _report_json(attempt) -> dict | None:
+    """Return the attempt's ingestion report with translated reasons and warnings."""
+    from portal.studies.report_catalogue import reason_message, warning_message
+
+    if attempt is None or not attempt.report:
+        return None
+    report = attempt.report
+    series = [
+        {
+            "series_id": item.get("series_id"),
+            "series_number": item.get("series_number"),
+            "modality": item.get("modality"),
+            "description": item.get("description"),
+            "slices": item.get("slices", item.get("slice_count")),
+            "pixel_spacing_mm": item.get("pixel_spacing_mm"),
+            "slice_step_mm": item.get("slice_step_mm"),
+            "orientation": item.get("orientation"),
+            "chosen": bool(item.get("chosen")),
+            "reason_code": item.get("reason_code"),
+            "reason": reason_message(item.get("reason_code")),
+        }
+        for item in report.get("series") or []
+    ]
+    warnings = [
+        {
+            "code": warning.get("code"),
+            "member_index": warning.get("member_index"),
+            "message": warning_message(warning),
+        }
+        for warning in report.get("warnings") or []
+    ]
+    output = report.get("output") or {}
+    return {
+        "series": series,
+        "chosen_series_id": report.get("chosen_series_id"),
+        "warnings": warnings,
+        "window": output.get("window"),
     }
 
 

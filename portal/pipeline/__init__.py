@@ -6,7 +6,7 @@ Typical use::
     result = convert_study(zip_path, work_dir)
 """
 
-from .archive import ArchiveContents, ArchiveLimits, read_archive
+from .archive import ArchiveContents, ArchiveLimits, ArchiveMember, read_archive
 from .convert import ConversionResult, convert_study, inspect_study
 from .errors import (
     ERROR_CODES,
@@ -14,6 +14,7 @@ from .errors import (
     ArchiveTooLarge,
     ArchiveUnsafe,
     InconsistentGeometry,
+    MultiplePatients,
     NoDicomFound,
     NoUsableSeries,
     PipelineError,
@@ -23,10 +24,23 @@ from .errors import (
     SliceGap,
     UnsupportedModality,
 )
-from .nifti import ras_affine_from_lps, write_image_nifti, write_mask_nifti
+from .nifti import (
+    NativeNiftiWriter,
+    ras_affine_from_lps,
+    write_image_nifti,
+    write_mask_nifti,
+    write_native_mask,
+    write_native_nifti,
+)
 from .npz import write_inference_npz
 from .report import WARNING_TEXTS, PipelineWarning
-from .resample import resample_to_shape, target_affine, window_ct, window_volume
+from .resample import (
+    average_slabs,
+    resample_to_shape,
+    target_affine,
+    window_ct,
+    window_volume,
+)
 from .series import REASON_TEXTS, SeriesCandidate, StudyIndex, choose_series, discover_series
 from .volume import Volume, load_volume
 
@@ -37,10 +51,13 @@ __all__ = [
     "ArchiveContents",
     "ArchiveInvalid",
     "ArchiveLimits",
+    "ArchiveMember",
     "ArchiveTooLarge",
     "ArchiveUnsafe",
     "ConversionResult",
     "InconsistentGeometry",
+    "MultiplePatients",
+    "NativeNiftiWriter",
     "NoDicomFound",
     "NoUsableSeries",
     "PipelineError",
@@ -53,6 +70,7 @@ __all__ = [
     "StudyIndex",
     "UnsupportedModality",
     "Volume",
+    "average_slabs",
     "choose_series",
     "convert_study",
     "discover_series",
@@ -67,4 +85,6 @@ __all__ = [
     "write_image_nifti",
     "write_inference_npz",
     "write_mask_nifti",
+    "write_native_mask",
+    "write_native_nifti",
 ]

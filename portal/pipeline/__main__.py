@@ -1,7 +1,8 @@
 """Command line: `python -m portal.pipeline convert|inspect STUDY.zip`.
 
-Exit status 0 on success, 2 with one line `error: <code>: <message>` on stderr when the
-study cannot be converted.
+`convert` exits 0 on success and 2 with one line `error: <code>: <message>` on stderr
+when the study cannot be converted. `inspect` prints the report as JSON with an `error`
+key (null or `{"code", "message"}`) and exits 0 either way.
 """
 
 from __future__ import annotations
@@ -27,11 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     convert = commands.add_parser(
-        "convert", help="write volume.npz, image.nii.gz and report.json into --out"
+        "convert",
+        help="write volume.npz, image.nii.gz, native.nii.gz and report.json into --out",
     )
     convert.add_argument("zip_path", type=Path, metavar="STUDY.zip")
     convert.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    convert.add_argument("--series-id", help="convert this series instead of the chosen one")
+    convert.add_argument(
+        "--series",
+        "--series-id",
+        dest="series_id",
+        metavar="SERIES_ID",
+        help="convert this series (a series_id from inspect) instead of the chosen one",
+    )
     convert.add_argument(
         "--target-slices", type=int, default=64, help="slices of the output grid (default 64)"
     )
@@ -46,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser("inspect", help="print the series report as JSON")
     inspect.add_argument("zip_path", type=Path, metavar="STUDY.zip")
-    inspect.add_argument("--series-id", help="report this series as the chosen one")
+    inspect.add_argument(
+        "--series",
+        "--series-id",
+        dest="series_id",
+        metavar="SERIES_ID",
+        help="report this series as the chosen one",
+    )
     return parser
 
 

@@ -1,8 +1,10 @@
-"""Safe reading of an uploaded ZIP: limits, rejection of unsafe entries, streamed extraction.
+"""Safe reading of an uploaded ZIP in memory: limits, rejection of unsafe entries.
 
 Members are identified by their index in the ZIP's central directory (0-based), never by
-their path: clinic exports often name folders after the patient. Extracted files get
-index-based names in the caller's folder, so no member path ever reaches the file system.
+their path: clinic exports often name folders after the patient. Nothing is extracted to
+disk. `read_archive` checks every entry and returns the members that may hold DICOM;
+a member is inflated into memory only when it is read, one at a time, so memory stays
+bounded by the largest member (itself bounded by `ArchiveLimits`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from .errors import ArchiveInvalid, ArchiveTooLarge, ArchiveUnsafe
 
@@ -23,10 +26,10 @@ logger = logging.getLogger(__name__)
 GIB = 1024**3
 MIB = 1024**2
 
-_CHUNK_BYTES = 1 * MIB
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_HEADER_SIGNATURE = b"PK\x03\x04"
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
+_MAX_NAME_BYTES = 255
 
 #: Leading bytes of archive formats that must not be nested inside the upload.
 _ARCHIVE_MAGIC = (
@@ -39,6 +42,7 @@ _ARCHIVE_MAGIC = (
     b"BZh",  # bzip2
     b"\xfd7zXZ\x00",  # xz
 )
+_MAGIC_BYTES = max(len(magic) for magic in _ARCHIVE_MAGIC)
 
 #: File names that operating systems add to a ZIP next to the exported files.
 _JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
@@ -46,7 +50,7 @@ _JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """Limits applied to an uploaded ZIP before and while it is extracted."""
+    """Limits applied to an uploaded ZIP before and while it is inflated."""
 
     max_members: int = 20000
     max_total_uncompressed_bytes: int = 8 * GIB
@@ -64,12 +68,30 @@ DEFAULT_LIMITS = ArchiveLimits()
 
 
 @dataclass(frozen=True)
-class ExtractedMember:
-    """One member written to disk under an index-based name."""
+class ArchiveMember:
+    """One member that may hold a DICOM file, read from the open archive on request."""
 
     member_index: int
-    path: Path
     size_bytes: int
+    archive: ArchiveContents | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """Return the maximum decoded pixel data size in bytes (the member size limit)."""
+        return self._contents().limits.max_member_uncompressed_bytes
+
+    def open(self) -> IO[bytes]:
+        """Open the member as a seekable stream that inflates on demand."""
+        return self._contents().open_member(self)
+
+    def read_bytes(self) -> bytes:
+        """Inflate the whole member into memory."""
+        return self._contents().read_member(self)
+
+    def _contents(self) -> ArchiveContents:
+        if self.archive is None:
+            raise RuntimeError(f"member {self.member_index} is not attached to an archive")
+        return self.archive
 
 
 @dataclass(frozen=True)
@@ -80,36 +102,84 @@ class SkippedMember:
     reason: str
 
 
-@dataclass
 class ArchiveContents:
-    """Result of `read_archive`: the extracted members and the ones skipped."""
+    """The checked members of an open ZIP; use it as a context manager to close the file."""
 
-    member_count: int
-    members: list[ExtractedMember] = field(default_factory=list)
-    skipped: list[SkippedMember] = field(default_factory=list)
+    def __init__(
+        self, archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], limits: ArchiveLimits
+    ) -> None:
+        self._archive = archive
+        self.limits = limits
+        self._infos = infos
+        self.member_count = len(infos)
+        self.members: list[ArchiveMember] = []
+        self.skipped: list[SkippedMember] = []
+
+    def __enter__(self) -> ArchiveContents:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the ZIP file; members can no longer be read afterwards."""
+        self._archive.close()
+
+    def open_member(self, member: ArchiveMember) -> IO[bytes]:
+        """Open a member as a stream; damaged data raises `ArchiveInvalid` when read."""
+        try:
+            return self._archive.open(self._infos[member.member_index])
+        except NotImplementedError as exc:
+            raise ArchiveInvalid(
+                reason="unsupported_compression", member_index=member.member_index
+            ) from exc
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+            raise ArchiveInvalid(reason="damaged_member", member_index=member.member_index) from exc
+
+    def read_member(self, member: ArchiveMember) -> bytes:
+        """Inflate a member into memory, checking its CRC.
+
+        zipfile stops inflating at the declared size, so a stream longer than its declared
+        size cannot use more memory than declared: it fails the CRC check instead.
+        """
+        info = self._infos[member.member_index]
+        try:
+            with self.open_member(member) as source:
+                data = source.read(info.file_size + 1)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise ArchiveInvalid(reason="damaged_member", member_index=member.member_index) from exc
+        if len(data) != info.file_size:
+            raise ArchiveInvalid(reason="damaged_member", member_index=member.member_index)
+        return data
+
+    def _read_prefix(self, index: int, size: int) -> bytes:
+        try:
+            with self._archive.open(self._infos[index]) as source:
+                return source.read(size)
+        except NotImplementedError as exc:
+            raise ArchiveInvalid(reason="unsupported_compression", member_index=index) from exc
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise ArchiveInvalid(reason="damaged_member", member_index=index) from exc
 
 
-def read_archive(
-    zip_path: Path, dest_dir: Path, limits: ArchiveLimits = DEFAULT_LIMITS
-) -> ArchiveContents:
-    """Check the ZIP at `zip_path` and stream its members into `dest_dir`.
+def read_archive(zip_path: Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> ArchiveContents:
+    """Open and check the ZIP at `zip_path`; return its members without inflating them.
 
-    Every entry is validated before anything is written. Members are then decompressed in
-    chunks of 1 MiB, so memory stays bounded whatever the archive's size. Files are named
-    `dest_dir/<index>` with a six-digit, zero-padded index.
+    Every entry of the central directory is validated first. Then the first bytes of each
+    member are inflated to reject nested archives. The caller closes the result (it is a
+    context manager); the result is closed already when an error is raised.
 
     Raises
     ------
     ArchiveInvalid
-        The file is not a ZIP, is truncated, has a bad CRC, or has an encrypted member.
+        The file is not a ZIP, is truncated, or has an encrypted member.
     ArchiveUnsafe
-        A member name escapes the folder, a member is a symlink, a nested archive, or
-        overlaps another entry, or a member compresses suspiciously well.
+        A member name escapes the folder or is unusual, a member is a symlink, a nested
+        archive, or overlaps another entry, or a member compresses suspiciously well.
     ArchiveTooLarge
         A count or size limit of `limits` is exceeded.
     """
     zip_path = Path(zip_path)
-    dest_dir = Path(dest_dir)
     try:
         archive = zipfile.ZipFile(zip_path)
     except zipfile.BadZipFile as exc:
@@ -117,28 +187,35 @@ def read_archive(
     except (OSError, EOFError, ValueError) as exc:
         raise ArchiveInvalid(reason="unreadable") from exc
 
-    with archive:
+    try:
         infos = archive.infolist()
         _check_entries(archive, infos, zip_path, limits)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        contents = ArchiveContents(member_count=len(infos))
-        total_bytes = 0
+        contents = ArchiveContents(archive, infos, limits)
         for index, info in enumerate(infos):
             skip_reason = _skip_reason(info)
             if skip_reason is not None:
                 contents.skipped.append(SkippedMember(index, skip_reason))
                 continue
-            path = dest_dir / f"{index:06d}"
-            size = _extract_member(archive, info, index, path, limits, total_bytes)
-            total_bytes += size
-            contents.members.append(ExtractedMember(index, path, size))
+            if info.file_size and contents._read_prefix(index, _MAGIC_BYTES).startswith(
+                _ARCHIVE_MAGIC
+            ):
+                raise ArchiveUnsafe(member_index=index, reason="nested_archive")
+            contents.members.append(
+                ArchiveMember(
+                    member_index=index,
+                    size_bytes=info.file_size,
+                    archive=contents,
+                )
+            )
+    except BaseException:
+        archive.close()
+        raise
 
     logger.info(
-        "Read archive: %d members, %d extracted, %d skipped, %d bytes",
+        "Read archive: %d members, %d to parse, %d skipped",
         contents.member_count,
         len(contents.members),
         len(contents.skipped),
-        total_bytes,
     )
     return contents
 
@@ -151,7 +228,7 @@ def _check_entries(
 
     declared_total = 0
     for index, info in enumerate(infos):
-        reason = _unsafe_name_reason(info.orig_filename)
+        reason = _unsafe_name_reason(info)
         if reason is not None:
             raise ArchiveUnsafe(member_index=index, reason=reason)
         if _is_symlink(info):
@@ -184,9 +261,12 @@ def _ratio_exceeded(uncompressed: int, compressed: int, limits: ArchiveLimits) -
     return uncompressed > limits.max_compression_ratio * max(compressed, 1)
 
 
-def _unsafe_name_reason(name: str) -> str | None:
+def _unsafe_name_reason(info: zipfile.ZipInfo) -> str | None:
+    name = info.orig_filename
     if "\x00" in name:
         return "nul_in_name"
+    if len(_raw_name(info)) > _MAX_NAME_BYTES:
+        return "name_too_long"
     if name.startswith(("/", "\\")):
         return "absolute_path"
     if _DRIVE_LETTER.match(name):
@@ -195,6 +275,16 @@ def _unsafe_name_reason(name: str) -> str | None:
     if any(part == ".." for part in parts):
         return "path_traversal"
     return None
+
+
+def _raw_name(info: zipfile.ZipInfo) -> bytes:
+    """Return the member name as stored: UTF-8 when flagged, else cp437 (as zipfile decodes)."""
+    if info.flag_bits & 0x800:
+        return info.orig_filename.encode("utf-8")
+    try:
+        return info.orig_filename.encode("cp437")
+    except UnicodeEncodeError:
+        return info.orig_filename.encode("utf-8")
 
 
 def _is_symlink(info: zipfile.ZipInfo) -> bool:
@@ -232,56 +322,21 @@ def _check_overlaps(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], zip_
             raise ArchiveUnsafe(member_index=index, reason="overlapping_entries")
 
 
+def _basename(info: zipfile.ZipInfo) -> tuple[tuple[str, ...], str]:
+    parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+    return parts, (parts[-1] if parts else "")
+
+
 def _skip_reason(info: zipfile.ZipInfo) -> str | None:
     if info.is_dir():
         return "directory"
-    parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+    parts, basename = _basename(info)
     if any(part == "__MACOSX" for part in parts):
         return "os_junk"
-    basename = parts[-1] if parts else ""
     if basename.startswith("._") or basename.lower() in _JUNK_NAMES:
         return "os_junk"
     if basename.upper() == "DICOMDIR":
-        # The directory record is only an index of the other files, which are read anyway.
+        # The directory record only indexes the other files, which are all read anyway, so
+        # a missing, misplaced or outdated DICOMDIR changes nothing.
         return "dicomdir"
     return None
-
-
-def _extract_member(
-    archive: zipfile.ZipFile,
-    info: zipfile.ZipInfo,
-    index: int,
-    path: Path,
-    limits: ArchiveLimits,
-    total_before: int,
-) -> int:
-    written = 0
-    try:
-        with archive.open(info) as source, open(path, "wb") as target:
-            while chunk := source.read(_CHUNK_BYTES):
-                if written == 0 and chunk.startswith(_ARCHIVE_MAGIC):
-                    raise ArchiveUnsafe(member_index=index, reason="nested_archive")
-                written += len(chunk)
-                if written > limits.max_member_uncompressed_bytes:
-                    raise ArchiveTooLarge(
-                        limit_name="uncompressed member size",
-                        value=written,
-                        limit=limits.max_member_uncompressed_bytes,
-                    )
-                if total_before + written > limits.max_total_uncompressed_bytes:
-                    raise ArchiveTooLarge(
-                        limit_name="total uncompressed size",
-                        value=total_before + written,
-                        limit=limits.max_total_uncompressed_bytes,
-                    )
-                target.write(chunk)
-    except (ArchiveUnsafe, ArchiveTooLarge):
-        path.unlink(missing_ok=True)
-        raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-        path.unlink(missing_ok=True)
-        raise ArchiveInvalid(reason="damaged_member", member_index=index) from exc
-    except NotImplementedError as exc:
-        path.unlink(missing_ok=True)
-        raise ArchiveInvalid(reason="unsupported_compression", member_index=index) from exc
-    return written

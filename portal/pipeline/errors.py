@@ -137,6 +137,15 @@ class PixelDecodeFailed(PipelineError):
     )
 
 
+class MultiplePatients(PipelineError):
+    """The images of the upload belong to more than one patient."""
+
+    code = "multiple_patients"
+    message_template = (
+        "The ZIP holds images of {patient_count} different patients. Upload one ZIP per patient."
+    )
+
+
 class UnsupportedModality(PipelineError):
     """The study contains images, but of a modality other than CT and MR."""
 
@@ -159,6 +168,7 @@ ERROR_CODES: dict[str, str] = {
         SliceGap,
         InconsistentGeometry,
         PixelDecodeFailed,
+        MultiplePatients,
         UnsupportedModality,
     )
 }

@@ -30,6 +30,21 @@ WARNING_TEXTS: dict[str, str] = {
         "Member {member_index} is an identical copy of the slice at the same position and "
         "was dropped."
     ),
+    "member_pixel_data_size": (
+        "Member {member_index} declares more pixel data than it holds and was skipped."
+    ),
+    "repeated_positions_first_volume": (
+        "The chosen series holds different images at {position_count} slice positions "
+        "(a 4D series); the first image at each position was used."
+    ),
+    "other_studies": (
+        "The ZIP holds {study_count} studies of the same patient; only the study of the "
+        "chosen series was used."
+    ),
+    "native_too_large": (
+        "The volume at its own resolution takes {native_bytes} bytes, more than the viewer "
+        "limit of {limit_bytes} bytes, so the viewer shows the model grid."
+    ),
     "slices_resampled": (
         "The slices were resampled onto a regular grid along the slice normal "
         "(tilt {tilt_deg:.1f} degrees, steps from {min_step_mm:.3f} to {max_step_mm:.3f} mm)."

@@ -7,7 +7,9 @@ Target grid convention ("align corners = False", as in PyTorch's `interpolate`):
 and target grids cover the same extent, edge to edge. Along an axis of `n_in` voxels of
 spacing `s_in` resampled to `n_out` voxels, the new spacing is `s_in * n_in / n_out`, and the
 centre of target voxel `o` lies at source index `(o + 0.5) * n_in / n_out - 0.5`. Source
-indices outside [0, n_in - 1] take the edge value.
+indices outside [0, n_in - 1] take the edge value. When an axis shrinks, each target voxel
+instead takes the mean of the source voxels it covers, weighted by their overlap (a box
+filter over the slab), so no source slice is skipped.
 """
 
 from __future__ import annotations
@@ -87,14 +89,42 @@ def target_affine(
     return np.asarray(affine_ras, dtype=np.float64) @ voxel_map
 
 
+def average_slabs(array: np.ndarray, axis: int, target_count: int) -> np.ndarray:
+    """Shrink `array` along `axis` to `target_count` voxels by overlap-weighted averaging.
+
+    Target voxel `o` covers source edges `[o * n_in / n_out, (o + 1) * n_in / n_out)`; each
+    source voxel contributes in proportion to its overlap with that interval.
+
+    Returns
+    -------
+    ndarray of float32, with `array.shape[axis]` replaced by `target_count`.
+    """
+    source_count = array.shape[axis]
+    if not 0 < target_count <= source_count:
+        raise ValueError(f"target_count must be in 1..{source_count}, got {target_count}")
+    moved = np.moveaxis(array, axis, 0)
+    result = np.empty((target_count, *moved.shape[1:]), dtype=np.float32)
+    scale = source_count / target_count
+    for output in range(target_count):
+        start, stop = output * scale, (output + 1) * scale
+        first, last = int(np.floor(start)), min(int(np.ceil(stop)), source_count)
+        accumulator = np.zeros(moved.shape[1:], dtype=np.float32)
+        for source in range(first, last):
+            weight = (min(stop, source + 1) - max(start, source)) / scale
+            if weight > 0:
+                accumulator += np.float32(weight) * moved[source].astype(np.float32, copy=False)
+        result[output] = accumulator
+    return np.moveaxis(result, 0, axis)
+
+
 def resample_to_shape(
     volume_zyx: np.ndarray, affine_ras: np.ndarray, target_shape_zyx: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resample a volume to `target_shape_zyx` by trilinear interpolation.
+    """Resample a volume to `target_shape_zyx`: linear on growing axes, slab means on shrinking.
 
-    Trilinear interpolation is done as three separable linear passes, which gives the same
-    values as sampling each target point trilinearly. Use it for images only: label masks
-    must never be interpolated linearly.
+    The passes are separable, one axis at a time, and an axis whose size already matches
+    is left alone. Growing axes get the same values as trilinear sampling of each target
+    point. Use it for images only: label masks must never be interpolated linearly.
 
     Returns
     -------
@@ -102,12 +132,17 @@ def resample_to_shape(
     affine_ras : ndarray of float64, shape (4, 4), the target grid's affine
     """
     target_shape_zyx = tuple(int(n) for n in target_shape_zyx)
-    resampled = np.asarray(volume_zyx, dtype=np.float32)
+    resampled = np.asarray(volume_zyx)
     for axis, target_count in enumerate(target_shape_zyx):
         source_count = resampled.shape[axis]
         if source_count == target_count:
             continue
-        resampled = sample_linear(resampled, axis, target_coordinates(source_count, target_count))
+        if target_count < source_count:
+            resampled = average_slabs(resampled, axis, target_count)
+        else:
+            coordinates = target_coordinates(source_count, target_count)
+            resampled = sample_linear(resampled, axis, coordinates)
+    resampled = resampled.astype(np.float32, copy=False)
     return resampled, target_affine(affine_ras, volume_zyx.shape, target_shape_zyx)
 
 

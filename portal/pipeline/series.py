@@ -6,20 +6,30 @@ volume. Every group becomes a `SeriesCandidate` with a stable `series_id`, the f
 digits of the SHA-256 of the UID and the split key. The same ZIP always gives the same ids,
 and an id does not reveal the UID.
 
+A group whose images repeat slice positions is a 4D series (echoes, phases, time points)
+when one header value tells the volumes apart: the first of (0018,0086) Echo Numbers,
+(0020,0100) Temporal Position Identifier, (0018,1060) Trigger Time, (0020,9241) Nominal
+Percentage of Cardiac Phase, (0018,9087) Diffusion b-value, (0020,0012) Acquisition Number
+and (0008,0032) Acquisition Time that splits the group into volumes of at least two slices
+at distinct positions. Each volume becomes its own candidate; the first (lowest value) is
+usable and the others are reported as `other_4d_volume`. Repeats that no header value
+separates are resolved from the pixels when the volume is built.
+
 Choice rule (`choose_series`): among usable CT and MR volumes, take the one with the most
 distinct slice positions; break ties by the smallest median slice step, then by the
-smallest series_id. The caller may force a series_id instead.
+smallest series_id. The caller may force a series_id instead. Usable candidates of another
+study of the same patient are then reported as `other_study`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import struct
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -27,8 +37,9 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from .archive import ArchiveContents, ExtractedMember, SkippedMember
+from .archive import ArchiveContents, ArchiveMember, SkippedMember
 from .errors import (
+    MultiplePatients,
     NoDicomFound,
     NoUsableSeries,
     SeriesNotFound,
@@ -37,6 +48,7 @@ from .errors import (
     UnsupportedModality,
 )
 from .geometry import (
+    POSITION_TOLERANCE_MM,
     StackGeometry,
     distinct_positions,
     orientation_label,
@@ -62,6 +74,19 @@ _DOSE_IMAGE_TYPES = frozenset({"DOSE_INFO", "DOSE_REPORT", "DOSE"})
 _NON_IMAGE_MODALITIES = frozenset(
     {"SR", "PR", "KO", "DOC", "RTSTRUCT", "RTPLAN", "RTRECORD", "SEG", "REG", "FID", "PLAN"}
 )
+#: Header values that tell apart the volumes of a 4D series, in the order they are tried.
+_VOLUME_KEYWORDS = (
+    "EchoNumbers",
+    "TemporalPositionIdentifier",
+    "TriggerTime",
+    "NominalPercentageOfCardiacPhase",
+    "DiffusionBValue",
+    "AcquisitionNumber",
+    "AcquisitionTime",
+)
+#: Native (uncompressed) little endian transfer syntaxes whose pixel data is read directly.
+NATIVE_LITTLE_ENDIAN = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+_MULTI_VALUE_SEPARATOR = re.compile(r"[\\,;\s]+")
 
 #: Stable reason codes for each candidate and their English text.
 REASON_TEXTS: dict[str, str] = {
@@ -82,7 +107,56 @@ REASON_TEXTS: dict[str, str] = {
     "not_grayscale": "Colour images cannot be converted to a CT or MR volume.",
     "missing_geometry": "Image position, orientation or pixel spacing is missing.",
     "slice_gap": "The slice positions leave a gap of more than twice the median step.",
+    "mosaic": (
+        "Siemens MOSAIC image: several slices are tiled in one image. Export the series "
+        "without MOSAIC (as single slices) to use it."
+    ),
+    "other_4d_volume": (
+        "Another volume (echo, phase or time point) of a 4D series; the first volume is used."
+    ),
+    "other_study": "Belongs to another study of the same patient than the chosen series.",
 }
+
+#: Reason codes of candidates that form a volume and may be chosen or forced.
+_USABLE_CODES = frozenset({"usable", "not_chosen", "chosen_most_slices", "chosen_forced"})
+#: Skipped candidates that the caller may still force.
+_FORCEABLE_CODES = frozenset({"other_4d_volume", "other_study"})
+
+
+@dataclass(frozen=True)
+class ModalityLut:
+    """(0028,3000) Modality LUT Sequence: maps stored values to output units (HU for CT)."""
+
+    first_stored_value: int
+    table: np.ndarray  # (entries,) float64, output value of each stored value from the first
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """How the pixel data of one file is stored, read from its header."""
+
+    transfer_syntax: str
+    rows: int
+    columns: int
+    frame_count: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    is_signed: bool
+    photometric: str
+    #: Byte offset of the (7FE0,0010) value in the member for native little endian data
+    #: with a defined length, else None (the data is then decoded through pydicom).
+    pixel_offset: int | None
+    #: Inclusive range of stored values that (0028,0120) Pixel Padding Value (and
+    #: (0028,0121) Pixel Padding Range Limit) mark as padding.
+    padding_range: tuple[int, int] | None
+    modality_lut: ModalityLut | None
+
+    @property
+    def expected_bytes(self) -> int:
+        """Return the size of the decoded pixel data of all frames in bytes."""
+        bits = self.rows * self.columns * self.frame_count * self.samples_per_pixel
+        return bits * self.bits_allocated // 8
 
 
 @dataclass(frozen=True)
@@ -90,7 +164,7 @@ class SliceHeader:
     """Header values of one image (one file, or one frame of a multi-frame file)."""
 
     member_index: int
-    path: Path
+    member: ArchiveMember
     frame_index: int | None
     instance_key: str  # SOP Instance UID and frame; kept in memory only, never reported
     rows: int
@@ -101,6 +175,9 @@ class SliceHeader:
     rescale_slope: float
     rescale_intercept: float
     instance_number: int | None
+    pixel_format: PixelFormat | None = None
+    #: Values of `_VOLUME_KEYWORDS`, as strings, to tell apart the volumes of a 4D series.
+    volume_values: tuple[str, ...] = ()
 
 
 @dataclass
@@ -117,11 +194,16 @@ class SeriesCandidate:
     orientation: str | None = None
     stack: StackGeometry | None = None
     chosen: bool = False
+    #: 1-based position of this candidate's study among the studies of the upload.
+    study_number: int = 1
+    #: 1-based volume of a 4D series and the number of volumes; (1, 1) for a 3D series.
+    volume_number: int = 1
+    volume_count: int = 1
 
     @property
     def is_usable(self) -> bool:
         """Whether the group forms a CT or MR volume."""
-        return self.reason_code in ("usable", "not_chosen", "chosen_most_slices", "chosen_forced")
+        return self.reason_code in _USABLE_CODES
 
     @property
     def reason_text(self) -> str:
@@ -142,7 +224,11 @@ class SeriesCandidate:
             "series_number": self.series_number,
             "modality": self.modality,
             "description": self.series_description,
+            "study_number": self.study_number,
+            "volume_number": self.volume_number,
+            "volume_count": self.volume_count,
             "image_count": len(self.slices),
+            "slices": self.slice_count,
             "slice_count": self.slice_count,
             "rows": first.rows if first else None,
             "columns": first.columns if first else None,
@@ -168,12 +254,16 @@ class StudyIndex:
     candidates: list[SeriesCandidate]
     warnings: list[PipelineWarning] = field(default_factory=list)
     skipped_members: list[SkippedMember] = field(default_factory=list)
+    study_count: int = 1
 
 
 @dataclass
 class _ParsedFile:
-    member: ExtractedMember
+    member: ArchiveMember
     series_uid: str
+    study_uid: str
+    #: SHA-256 of Patient ID and Patient's Name, only compared in memory, never reported.
+    patient_key: str | None
     series_number: int | None
     modality: str
     series_description: str
@@ -185,14 +275,17 @@ class _ParsedFile:
 
 
 def discover_series(contents: ArchiveContents) -> StudyIndex:
-    """Read the header of every extracted member and group the images into candidates.
+    """Read the header of every member and group the images into candidates.
 
-    Members that are not DICOM are skipped with a warning naming their archive index.
+    Only the header of each member is inflated (pixel data is not read). Members that are
+    not DICOM are skipped with a warning naming their archive index.
 
     Raises
     ------
     NoDicomFound
         No member is a readable DICOM file.
+    MultiplePatients
+        The images belong to more than one patient.
     """
     warnings: list[PipelineWarning] = []
     parsed: list[_ParsedFile] = []
@@ -206,7 +299,12 @@ def discover_series(contents: ArchiveContents) -> StudyIndex:
     if not parsed:
         raise NoDicomFound(member_count=contents.member_count)
 
-    candidates = _group_candidates(parsed, warnings)
+    patients = {item.patient_key for item in parsed if item.has_pixel_data and item.patient_key}
+    if len(patients) > 1:
+        raise MultiplePatients(patient_count=len(patients))
+
+    study_numbers = _number_studies(parsed)
+    candidates = _group_candidates(parsed, warnings, study_numbers)
     logger.info("Discovered %d series candidates in %d DICOM files", len(candidates), len(parsed))
     return StudyIndex(
         member_count=contents.member_count,
@@ -214,6 +312,7 @@ def discover_series(contents: ArchiveContents) -> StudyIndex:
         candidates=candidates,
         warnings=warnings,
         skipped_members=list(contents.skipped),
+        study_count=max(len(study_numbers), 1),
     )
 
 
@@ -234,7 +333,7 @@ def choose_series(index: StudyIndex, series_id: str | None = None) -> SeriesCand
     """
     for candidate in index.candidates:
         candidate.chosen = False
-        if candidate.is_usable:
+        if candidate.is_usable or candidate.reason_code == "other_study":
             candidate.reason_code = "usable"
 
     usable = [candidate for candidate in index.candidates if candidate.is_usable]
@@ -244,7 +343,7 @@ def choose_series(index: StudyIndex, series_id: str | None = None) -> SeriesCand
         if not matches:
             raise SeriesNotFound(series_id=series_id)
         chosen = matches[0]
-        if not chosen.is_usable:
+        if not (chosen.is_usable or chosen.reason_code in _FORCEABLE_CODES):
             _raise_for_skipped(chosen)
         chosen_code = "chosen_forced"
     else:
@@ -257,7 +356,10 @@ def choose_series(index: StudyIndex, series_id: str | None = None) -> SeriesCand
         chosen_code = "chosen_most_slices"
 
     for candidate in usable:
-        candidate.reason_code = "not_chosen"
+        if candidate.study_number != chosen.study_number:
+            candidate.reason_code = "other_study"
+        else:
+            candidate.reason_code = "not_chosen"
     chosen.reason_code = chosen_code
     chosen.chosen = True
     logger.info("Chose series %s (%s)", chosen.series_id, chosen_code)
@@ -285,10 +387,10 @@ def _raise_for_no_usable_series(candidates: Sequence[SeriesCandidate]) -> None:
     raise NoUsableSeries(series_count=len(candidates))
 
 
-def _parse_member(member: ExtractedMember) -> _ParsedFile | PipelineWarning:
+def _parse_member(member: ArchiveMember) -> _ParsedFile | PipelineWarning:
     # Only the exception's type is logged: pydicom's messages can quote header values.
     try:
-        dataset, has_pixel_data = _read_header(member.path)
+        dataset, pixel_value = _read_header(member)
     except InvalidDicomError:
         return PipelineWarning("member_not_dicom", member.member_index)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
@@ -296,7 +398,10 @@ def _parse_member(member: ExtractedMember) -> _ParsedFile | PipelineWarning:
         return PipelineWarning("member_unreadable", member.member_index)
 
     try:
-        return _parsed_file(member, dataset, has_pixel_data)
+        return _parsed_file(member, dataset, pixel_value)
+    except _PixelDataTooLarge:
+        logger.warning("Member %d declares more pixel data than it holds", member.member_index)
+        return PipelineWarning("member_pixel_data_size", member.member_index)
     except Exception as exc:  # noqa: BLE001 - a damaged element surfaces only when read
         logger.warning(
             "Member %d has invalid header values: %s", member.member_index, type(exc).__name__
@@ -304,33 +409,40 @@ def _parse_member(member: ExtractedMember) -> _ParsedFile | PipelineWarning:
         return PipelineWarning("member_unreadable", member.member_index)
 
 
-def _read_header(path: Path) -> tuple[Dataset, bool]:
-    """Parse the header up to the pixel data and tell whether pixel data follows.
+class _PixelDataTooLarge(ValueError):
+    """The header's Rows, Columns, frames and bits need more bytes than the member holds."""
 
-    With `stop_before_pixels`, pydicom leaves the file positioned at the pixel data element
-    when there is one, so a position short of the end of the file means pixel data follows.
+
+def _read_header(member: ArchiveMember) -> tuple[Dataset, int | None | bool]:
+    """Parse the header up to the pixel data, inflating only what the parser reads.
+
+    With `stop_before_pixels`, pydicom leaves the stream at the pixel data element when
+    there is one, so a position short of the member's end means pixel data follows. Returns
+    the data set and the offset of the pixel data value in the member: an int when its
+    length is defined, True when the data is encapsulated, False without pixel data.
     """
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
+    size = member.size_bytes
+    with member.open() as handle:
         try:
             dataset = pydicom.dcmread(handle, stop_before_pixels=True)
         except InvalidDicomError:
             # No 128-byte preamble and "DICM" prefix: try a bare data set.
             handle.seek(0)
             dataset = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
-        has_pixel_data = handle.tell() < size
-        if has_pixel_data:
-            _check_pixel_data_length(handle, size)
+        pixel_value: int | bool = False
+        if handle.tell() < size:
+            pixel_value = _pixel_value_offset(handle, size)
     if not _looks_like_dicom(dataset):
         raise InvalidDicomError("no SOP Class, SOP Instance, Modality or Series UID")
-    return dataset, has_pixel_data
+    return dataset, pixel_value
 
 
-def _check_pixel_data_length(handle: BinaryIO, size: int) -> None:
-    """Raise ValueError when the pixel data element claims more bytes than the file holds.
+def _pixel_value_offset(handle: BinaryIO, size: int) -> int | bool:
+    """Check the pixel data element's length; return its value offset, or True if undefined.
 
-    `handle` is positioned at the element's tag. Encapsulated (undefined length) data is
-    not checked here; a damaged fragment fails when the series is decoded.
+    `handle` is positioned at the element's tag. Raises ValueError when the element claims
+    more bytes than the member holds. Encapsulated (undefined length) data is not checked
+    here; a damaged fragment fails when the series is decoded.
     """
     start = handle.tell()
     header = handle.read(12)
@@ -345,8 +457,11 @@ def _check_pixel_data_length(handle: BinaryIO, size: int) -> None:
     else:
         (length,) = struct.unpack(byte_order + "I", header[4:8])
         value_start = start + 8
-    if length != _UNDEFINED_LENGTH and value_start + length > size:
+    if length == _UNDEFINED_LENGTH:
+        return True
+    if value_start + length > size:
         raise ValueError("pixel data is shorter than its declared length")
+    return value_start
 
 
 def _looks_like_dicom(dataset: Dataset) -> bool:
@@ -358,70 +473,199 @@ def _looks_like_dicom(dataset: Dataset) -> bool:
     )
 
 
-def _parsed_file(member: ExtractedMember, dataset: Dataset, has_pixel_data: bool) -> _ParsedFile:
+def _get(dataset: Dataset, keyword: str) -> Any:
+    """Return an element's value, or None when it is absent or its value is invalid.
+
+    pydicom converts values when they are first read, so an invalid value (an integer string
+    with a fraction, for instance) raises here and must not make the whole file unreadable.
+    """
+    try:
+        return dataset.get(keyword)
+    except Exception:  # noqa: BLE001 - pydicom's value conversion raises many types
+        return None
+
+
+def _parsed_file(member: ArchiveMember, dataset: Dataset, pixel_value: int | bool) -> _ParsedFile:
     file_meta = getattr(dataset, "file_meta", None)
     sop_class_uid = str(
-        dataset.get("SOPClassUID", "")
+        _get(dataset, "SOPClassUID")
         or (file_meta.get("MediaStorageSOPClassUID", "") if file_meta else "")
     )
-    sop_instance_uid = str(dataset.get("SOPInstanceUID", "")) or f"member-{member.member_index}"
-    image_type = tuple(str(value).upper() for value in _as_list(dataset.get("ImageType")))
+    sop_instance_uid = str(_get(dataset, "SOPInstanceUID") or "") or f"member-{member.member_index}"
+    image_type = tuple(str(value).upper() for value in _as_list(_get(dataset, "ImageType")))
     parsed = _ParsedFile(
         member=member,
-        series_uid=str(dataset.get("SeriesInstanceUID", "")),
-        series_number=_to_int(dataset.get("SeriesNumber")),
-        modality=str(dataset.get("Modality", "") or "").upper(),
-        series_description=str(dataset.get("SeriesDescription", "") or ""),
+        series_uid=str(_get(dataset, "SeriesInstanceUID") or ""),
+        study_uid=str(_get(dataset, "StudyInstanceUID") or ""),
+        patient_key=_patient_key(dataset),
+        series_number=_to_int(_get(dataset, "SeriesNumber")),
+        modality=str(_get(dataset, "Modality") or "").upper(),
+        series_description=str(_get(dataset, "SeriesDescription") or ""),
         sop_class_uid=sop_class_uid,
         image_type=image_type,
-        has_pixel_data=has_pixel_data,
-        samples_per_pixel=_to_int(dataset.get("SamplesPerPixel")) or 1,
+        has_pixel_data=pixel_value is not False,
+        samples_per_pixel=_to_int(_get(dataset, "SamplesPerPixel")) or 1,
         slices=[],
     )
-    if has_pixel_data:
-        parsed.slices = _slice_headers(member, dataset, sop_instance_uid)
+    if pixel_value is not False:
+        pixel_format = _pixel_format(member, dataset, pixel_value)
+        parsed.slices = _slice_headers(member, dataset, sop_instance_uid, pixel_format)
     return parsed
 
 
+def _patient_key(dataset: Dataset) -> str | None:
+    patient_id = str(_get(dataset, "PatientID") or "").strip()
+    patient_name = str(_get(dataset, "PatientName") or "").strip()
+    if not (patient_id or patient_name):
+        return None
+    return hashlib.sha256(f"{patient_id}|{patient_name}".encode()).hexdigest()
+
+
+def _transfer_syntax(dataset: Dataset) -> str:
+    file_meta = getattr(dataset, "file_meta", None)
+    uid = file_meta.get("TransferSyntaxUID") if file_meta else None
+    # A bare data set without file meta: implicit VR little endian is the default.
+    return str(uid) if uid else "1.2.840.10008.1.2"
+
+
+def _pixel_format(member: ArchiveMember, dataset: Dataset, pixel_value: int | bool) -> PixelFormat:
+    """Describe the member's pixel data and check its size before anything is decoded.
+
+    Raises `_PixelDataTooLarge` when native pixel data would need more bytes than the
+    member holds, or compressed data more than the member size limit allows, so a header
+    that claims a 65535 x 65535 x 10000 image allocates nothing.
+    """
+    transfer_syntax = _transfer_syntax(dataset)
+    bits_allocated = _to_int(_get(dataset, "BitsAllocated")) or 16
+    pixel_format = PixelFormat(
+        transfer_syntax=transfer_syntax,
+        rows=_to_int(_get(dataset, "Rows")) or 0,
+        columns=_to_int(_get(dataset, "Columns")) or 0,
+        frame_count=max(_to_int(_get(dataset, "NumberOfFrames")) or 1, 1),
+        samples_per_pixel=_to_int(_get(dataset, "SamplesPerPixel")) or 1,
+        bits_allocated=bits_allocated,
+        bits_stored=_to_int(_get(dataset, "BitsStored")) or bits_allocated,
+        is_signed=(_to_int(_get(dataset, "PixelRepresentation")) or 0) == 1,
+        photometric=str(_get(dataset, "PhotometricInterpretation") or "MONOCHROME2").upper(),
+        pixel_offset=None,
+        padding_range=None,
+        modality_lut=_modality_lut(dataset),
+    )
+    pixel_format = replace(pixel_format, padding_range=_padding_range(dataset, pixel_format))
+    uid = pydicom.uid.UID(transfer_syntax)
+    is_deflated = transfer_syntax == pydicom.uid.DeflatedExplicitVRLittleEndian
+    if not uid.is_compressed and not is_deflated:
+        # Native data (little or big endian) is stored as is: it must fit in the member.
+        if pixel_format.expected_bytes > member.size_bytes:
+            raise _PixelDataTooLarge()
+    elif pixel_format.expected_bytes > member.max_decoded_bytes:
+        raise _PixelDataTooLarge()
+    is_direct = (
+        transfer_syntax in NATIVE_LITTLE_ENDIAN
+        and pixel_format.bits_allocated in (8, 16)
+        and pixel_format.samples_per_pixel == 1
+        and not isinstance(pixel_value, bool)
+    )
+    if is_direct:
+        pixel_format = replace(pixel_format, pixel_offset=pixel_value)
+    return pixel_format
+
+
+def _padding_range(dataset: Dataset, pixel_format: PixelFormat) -> tuple[int, int] | None:
+    padding = _get(dataset, "PixelPaddingValue")
+    if padding is None:
+        return None
+    limits = [_stored_value(padding, pixel_format)]
+    range_limit = _get(dataset, "PixelPaddingRangeLimit")
+    if range_limit is not None:
+        limits.append(_stored_value(range_limit, pixel_format))
+    return min(limits), max(limits)
+
+
+def _stored_value(value: Any, pixel_format: PixelFormat) -> int:
+    """Read a US-or-SS element as the stored value; implicit VR may have read it unsigned."""
+    number = int(value[0] if isinstance(value, list | tuple) else value)
+    bits = pixel_format.bits_allocated
+    if pixel_format.is_signed and number >= 1 << (bits - 1):
+        number -= 1 << bits
+    return number
+
+
+def _modality_lut(dataset: Dataset) -> ModalityLut | None:
+    """Read (0028,3000) Modality LUT Sequence: (0028,3002) LUT Descriptor and (0028,3006) LUT Data.
+
+    The descriptor holds the number of entries (0 means 65536), the first stored value
+    mapped and the bits per entry. Returns None when there is no usable LUT.
+    """
+    sequence = _get(dataset, "ModalityLUTSequence")
+    if not sequence:
+        return None
+    item = sequence[0]
+    descriptor = _as_list(_get(item, "LUTDescriptor"))
+    if len(descriptor) != 3 or "LUTData" not in item:
+        return None
+    entries = int(descriptor[0]) or 65536
+    first_value = int(descriptor[1])
+    bits = int(descriptor[2])
+    raw = item["LUTData"].value
+    if isinstance(raw, bytes):
+        dtype = np.uint8 if bits <= 8 and len(raw) == entries else np.uint16
+        table = np.frombuffer(raw, dtype="<" + np.dtype(dtype).str[1:])
+    else:
+        table = np.asarray(_as_list(raw), dtype=np.float64)
+    table = np.asarray(table[:entries], dtype=np.float64)
+    if table.size == 0:
+        return None
+    # A first value above 32767 in a US descriptor stands for a negative signed value.
+    if bool(_to_int(_get(dataset, "PixelRepresentation"))) and first_value >= 1 << 15:
+        first_value -= 1 << 16
+    return ModalityLut(first_stored_value=first_value, table=table)
+
+
 def _slice_headers(
-    member: ExtractedMember, dataset: Dataset, sop_instance_uid: str
+    member: ArchiveMember, dataset: Dataset, sop_instance_uid: str, pixel_format: PixelFormat
 ) -> list[SliceHeader]:
-    rows = _to_int(dataset.get("Rows")) or 0
-    columns = _to_int(dataset.get("Columns")) or 0
-    frame_count = _to_int(dataset.get("NumberOfFrames")) or 1
+    frame_count = pixel_format.frame_count
     base = SliceHeader(
         member_index=member.member_index,
-        path=member.path,
+        member=member,
         frame_index=None,
         instance_key=sop_instance_uid,
-        rows=rows,
-        columns=columns,
-        position_lps=_to_floats(dataset.get("ImagePositionPatient"), 3),
-        orientation=_to_floats(dataset.get("ImageOrientationPatient"), 6),
-        pixel_spacing_mm=_to_floats(dataset.get("PixelSpacing"), 2),
-        rescale_slope=_to_float(dataset.get("RescaleSlope"), 1.0),
-        rescale_intercept=_to_float(dataset.get("RescaleIntercept"), 0.0),
-        instance_number=_to_int(dataset.get("InstanceNumber")),
+        rows=pixel_format.rows,
+        columns=pixel_format.columns,
+        position_lps=_to_floats(_get(dataset, "ImagePositionPatient"), 3),
+        orientation=_to_floats(_get(dataset, "ImageOrientationPatient"), 6),
+        pixel_spacing_mm=_to_floats(_get(dataset, "PixelSpacing"), 2),
+        rescale_slope=_to_float(_get(dataset, "RescaleSlope"), 1.0),
+        rescale_intercept=_to_float(_get(dataset, "RescaleIntercept"), 0.0),
+        instance_number=_to_int(_get(dataset, "InstanceNumber")),
+        pixel_format=pixel_format,
+        volume_values=tuple(_volume_value(dataset, keyword) for keyword in _VOLUME_KEYWORDS),
     )
     if frame_count == 1 and "PerFrameFunctionalGroupsSequence" not in dataset:
         return [base]
 
     # Enhanced multi-frame objects keep geometry and rescale in functional groups, per frame
     # or shared by all frames.
-    shared_groups = dataset.get("SharedFunctionalGroupsSequence")
+    shared_groups = _get(dataset, "SharedFunctionalGroupsSequence")
     shared = shared_groups[0] if shared_groups else Dataset()
-    per_frame_groups = dataset.get("PerFrameFunctionalGroupsSequence") or []
+    per_frame_groups = _get(dataset, "PerFrameFunctionalGroupsSequence") or []
     headers = []
     for frame_index in range(frame_count):
         frame = per_frame_groups[frame_index] if frame_index < len(per_frame_groups) else Dataset()
 
         def functional(sequence: str, keyword: str, frame: Dataset = frame) -> Any:
             for group in (frame, shared):
-                items = group.get(sequence)
+                items = _get(group, sequence)
                 if items and keyword in items[0]:
-                    return items[0].get(keyword)
+                    return _get(items[0], keyword)
             return None
 
+        temporal = functional("FrameContentSequence", "TemporalPositionIndex")
+        echo = functional("MREchoSequence", "EffectiveEchoTime")
+        volume_values = base.volume_values
+        if temporal is not None or echo is not None:
+            volume_values = (str(echo or ""), str(temporal or ""), *volume_values[2:])
         headers.append(
             replace(
                 base,
@@ -444,13 +688,33 @@ def _slice_headers(
                     functional("PixelValueTransformationSequence", "RescaleIntercept"),
                     base.rescale_intercept,
                 ),
+                volume_values=volume_values,
             )
         )
     return headers
 
 
+def _volume_value(dataset: Dataset, keyword: str) -> str:
+    value = _get(dataset, keyword)
+    if value is None:
+        return ""
+    return "\\".join(str(item) for item in _as_list(value))
+
+
+def _number_studies(parsed: list[_ParsedFile]) -> dict[str, int]:
+    """Number the studies of the images 1, 2, ... by their first member in the archive.
+
+    Objects without pixel data or without a Study Instance UID do not count as a study.
+    """
+    numbers: dict[str, int] = {}
+    for item in sorted(parsed, key=lambda f: f.member.member_index):
+        if item.has_pixel_data and item.study_uid:
+            numbers.setdefault(item.study_uid, len(numbers) + 1)
+    return numbers
+
+
 def _group_candidates(
-    parsed: list[_ParsedFile], warnings: list[PipelineWarning]
+    parsed: list[_ParsedFile], warnings: list[PipelineWarning], study_numbers: dict[str, int]
 ) -> list[SeriesCandidate]:
     groups: dict[tuple[str, str], list[_ParsedFile]] = defaultdict(list)
     for item in parsed:
@@ -461,19 +725,70 @@ def _group_candidates(
         files.sort(key=lambda f: f.member.member_index)
         slices = _unique_slices(files, warnings)
         first = files[0]
-        candidate = SeriesCandidate(
-            series_id=_series_id(series_uid, split_key),
-            series_number=first.series_number,
-            modality=first.modality,
-            series_description=first.series_description,
-            slices=tuple(slices),
-            reason_code="usable",
-        )
-        _assess(candidate, files)
-        candidates.append(candidate)
+        volumes = _split_volumes(slices)
+        for volume_number, (volume_key, volume_slices) in enumerate(volumes, start=1):
+            candidate = SeriesCandidate(
+                series_id=_series_id(series_uid, split_key + volume_key),
+                series_number=first.series_number,
+                modality=first.modality,
+                series_description=first.series_description,
+                slices=tuple(volume_slices),
+                reason_code="usable",
+                study_number=study_numbers.get(first.study_uid, 1),
+                volume_number=volume_number,
+                volume_count=len(volumes),
+            )
+            _assess(candidate, files)
+            if volume_number > 1 and candidate.is_usable:
+                candidate.reason_code = "other_4d_volume"
+            candidates.append(candidate)
 
-    candidates.sort(key=lambda c: (c.series_number is None, c.series_number or 0, c.series_id))
+    candidates.sort(
+        key=lambda c: (
+            c.study_number,
+            c.series_number is None,
+            c.series_number or 0,
+            c.volume_number,
+            c.series_id,
+        )
+    )
     return candidates
+
+
+def _split_volumes(slices: list[SliceHeader]) -> list[tuple[str, list[SliceHeader]]]:
+    """Split images that repeat slice positions into volumes by one header value.
+
+    Returns one ("", slices) pair when the positions do not repeat or no value in
+    `_VOLUME_KEYWORDS` separates the volumes; otherwise a (key, slices) pair per volume in
+    ascending order of the value.
+    """
+    if len(slices) < 4 or not _has_repeated_positions(slices):
+        return [("", slices)]
+    for field_index, keyword in enumerate(_VOLUME_KEYWORDS):
+        groups: dict[str, list[SliceHeader]] = defaultdict(list)
+        for header in slices:
+            groups[header.volume_values[field_index]].append(header)
+        if len(groups) < 2:
+            continue
+        if all(len(group) >= 2 and not _has_repeated_positions(group) for group in groups.values()):
+            ordered = sorted(groups.items(), key=lambda item: _sort_key(item[0]))
+            return [(f"|{keyword}={value}", group) for value, group in ordered]
+    return [("", slices)]
+
+
+def _sort_key(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value.split("\\")[0]), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _has_repeated_positions(slices: Sequence[SliceHeader]) -> bool:
+    positions = [header.position_lps for header in slices if header.position_lps]
+    if len(positions) < 2:
+        return False
+    points = np.round(np.asarray(positions) / POSITION_TOLERANCE_MM).astype(np.int64)
+    return len({tuple(point) for point in points}) < len(points)
 
 
 def _split_key(item: _ParsedFile) -> str:
@@ -544,8 +859,15 @@ def _assess(candidate: SeriesCandidate, files: list[_ParsedFile]) -> None:
     if candidate.modality not in SUPPORTED_MODALITIES:
         candidate.reason_code = "unsupported_modality"
         return
-    if any(f.samples_per_pixel != 1 for f in files):
+    if any(f.samples_per_pixel != 1 for f in files) or any(
+        not s.pixel_format.photometric.startswith("MONOCHROME")
+        for s in candidate.slices
+        if s.pixel_format
+    ):
         candidate.reason_code = "not_grayscale"
+        return
+    if "MOSAIC" in image_types:
+        candidate.reason_code = "mosaic"
         return
     if not has_geometry:
         candidate.reason_code = "missing_geometry"
@@ -575,10 +897,18 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _to_int(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
     try:
-        return int(value) if value not in (None, "") else None
+        return int(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        # An integer string written with a fraction ("12.0") still names an integer.
+        number = float(str(value).strip())
     except (TypeError, ValueError):
         return None
+    return int(number) if np.isfinite(number) and number == int(number) else None
 
 
 def _to_float(value: Any, default: float) -> float:
@@ -590,6 +920,10 @@ def _to_float(value: Any, default: float) -> float:
 
 def _to_floats(value: Any, count: int) -> tuple[float, ...] | None:
     values = _as_list(value)
+    if len(values) == 1 and isinstance(values[0], str | bytes) and count > 1:
+        # A multi-valued element stored as one string with another separator.
+        text = values[0].decode("ascii", "replace") if isinstance(values[0], bytes) else values[0]
+        values = [part for part in _MULTI_VALUE_SEPARATOR.split(text.strip()) if part]
     if len(values) != count:
         return None
     try:

@@ -48,6 +48,9 @@ STUDY_ERROR_MESSAGES = {
         "The slices of the chosen series do not form one volume (they differ in orientation, "
         "size or acquisition). Export a single acquisition of the series."
     ),
+    "multiple_patients": _l(
+        "The ZIP holds images of more than one patient. Upload one ZIP per patient."
+    ),
     "unsupported_modality": _l(
         "The study's images are of a modality the portal does not process. Upload a CT or MR study."
     ),

@@ -104,6 +104,9 @@ class ArtifactKind(enum.StrEnum):
     IMAGE_NIFTI = "image_nifti"
     MASK_NIFTI = "mask_nifti"
     REPORT_JSON = "report_json"
+    #: The chosen series at its own resolution, and the mask resampled onto it.
+    NATIVE_NIFTI = "native_nifti"
+    MASK_NATIVE_NIFTI = "mask_native_nifti"
 
 
 #: Object names under the study's or attempt's storage prefix.
@@ -113,6 +116,8 @@ ARTIFACT_FILE_NAMES = {
     ArtifactKind.IMAGE_NIFTI: "image.nii.gz",
     ArtifactKind.MASK_NIFTI: "mask.nii.gz",
     ArtifactKind.REPORT_JSON: "report.json",
+    ArtifactKind.NATIVE_NIFTI: "native.nii.gz",
+    ArtifactKind.MASK_NATIVE_NIFTI: "mask_native.nii.gz",
 }
 
 
@@ -165,22 +170,6 @@ class Study(db.Model):
             if attempt.status == StudyStatus.SUCCEEDED:
                 return attempt
         return None
-
-    @property
-    def series_choices(self) -> list[dict]:
-        """Return the series of the latest conversion report: id, description, slices."""
-        for attempt in reversed(self.attempts):
-            if attempt.report and attempt.report.get("series"):
-                return [
-                    {
-                        "series_id": series["series_id"],
-                        "description": series.get("description") or "",
-                        "modality": series.get("modality") or "",
-                        "slice_count": series.get("slice_count"),
-                    }
-                    for series in attempt.report["series"]
-                ]
-        return []
 
     @property
     def uploader_name(self) -> str:

@@ -373,24 +373,42 @@ class ResultLinks:
     mask_url: str
     expires_at: datetime
     labels: list[dict]
+    #: "native" (the series' own resolution) or "model" (the inference grid).
+    grid: str = "model"
 
 
-def result_links(study: Study, *, storage: Storage, locale: str) -> ResultLinks:
-    """Presign the latest successful attempt's image and mask for the browser."""
+def result_links(
+    study: Study, *, storage: Storage, locale: str, prefer_native: bool = False
+) -> ResultLinks:
+    """Presign the latest successful attempt's image and mask for the browser.
+
+    With `prefer_native`, the native pair (the series at its own resolution and the mask on
+    it) is used when the attempt has both. Otherwise, and by default, the model-grid pair.
+    """
     attempt = study.latest_successful_attempt
     if attempt is None:
         raise StudyNotSucceeded()
-    image = study.artifact(ArtifactKind.IMAGE_NIFTI, attempt)
-    mask = study.artifact(ArtifactKind.MASK_NIFTI, attempt)
+    image = mask = None
+    grid = "native"
+    if prefer_native:
+        image = study.artifact(ArtifactKind.NATIVE_NIFTI, attempt)
+        mask = study.artifact(ArtifactKind.MASK_NATIVE_NIFTI, attempt)
+    if image is None or mask is None:
+        image = study.artifact(ArtifactKind.IMAGE_NIFTI, attempt)
+        mask = study.artifact(ArtifactKind.MASK_NIFTI, attempt)
+        grid = "model"
     if image is None or mask is None:
         raise StudyNotSucceeded()
     image_url, expires_at = storage.presigned_get_url(image.storage_key)
     mask_url, _mask_expiry = storage.presigned_get_url(mask.storage_key)
-    logger.info("presigned image and mask of study %s attempt %s", study.id, attempt.number)
+    logger.info(
+        "presigned %s image and mask of study %s attempt %s", grid, study.id, attempt.number
+    )
     return ResultLinks(
         image_url=image_url,
         mask_url=mask_url,
         expires_at=expires_at,
+        grid=grid,
         labels=result_labels(attempt, locale=locale),
     )
 

@@ -27,6 +27,7 @@ from portal.extensions import db
 from portal.studies import services
 from portal.studies.error_catalogue import study_error_message
 from portal.studies.forms import UploadForm
+from portal.studies.report_catalogue import describe_report
 
 bp = Blueprint("studies", __name__)
 
@@ -75,7 +76,9 @@ def upload():
 @clinic_member_required
 def detail(study_id):
     study = services.get_study_or_404(study_id, clinic=g.clinic)
-    return render_template("studies/detail.html", study=study, **_status_context(study))
+    return render_template(
+        "studies/detail.html", study=study, **_status_context(study), **_report_context(study)
+    )
 
 
 @bp.get("/studies/<study_id>/status")
@@ -100,13 +103,17 @@ def viewer_data(study_id):
     """Return fresh presigned URLs and the legend; the viewer calls it on each load."""
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     links = services.result_links(
-        study, storage=current_app.extensions["portal_storage"], locale=_locale()
+        study,
+        storage=current_app.extensions["portal_storage"],
+        locale=_locale(),
+        prefer_native=True,
     )
     response = jsonify(
         {
             "image_url": links.image_url,
             "mask_url": links.mask_url,
             "expires_at": links.expires_at.isoformat(),
+            "grid": links.grid,
             "labels": links.labels,
             "colormap": label_colormap(),
         }
@@ -167,6 +174,18 @@ def delete(study_id):
     services.after_delete(study, cancelled)
     flash(_("Study deleted."))
     return redirect(url_for("studies.list_studies"))
+
+
+def _report_context(study) -> dict:
+    """Translate the latest attempt's report and find the series a user may pick.
+
+    The picker appears once the study is finished, because a running study cannot run again.
+    """
+    attempt = study.latest_attempt
+    report = describe_report(attempt.report if attempt is not None else None)
+    rerun_url = url_for("studies.rerun", study_id=study.id) if study.status.is_terminal else None
+    pickable = [row for row in report.series if row.is_pickable] if report else []
+    return {"report": report, "rerun_url": rerun_url, "pickable_series": pickable}
 
 
 def _status_context(study) -> dict:

@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.pipeline.archives import close_opened_archives
 from tests.pipeline.phantoms import ZipMember, write_zip
 
 CHEST_ZIP = "ct_chest_3slice_with_reference_segmentations.zip"
 PHILIPS_ZIP = "ct_philips_phantom_study_localizer_2tilted_axial_summary.zip"
 MR_ZIP = "mr_t1_3d_jpeg_lossless_and_j2k_fragmented.zip"
+
+
+@pytest.fixture(autouse=True)
+def _close_archives():
+    """Close the archives a test opened with `open_archive`."""
+    yield
+    close_opened_archives()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def _member(name: str, data: bytes = DICOM_PAYLOAD) -> ZipMember:
     return ZipMember(name, data)
 
 
-def test_extracts_members_under_index_names(make_zip, tmp_path):
+def test_reads_members_in_memory_by_index(make_zip, tmp_path):
     zip_path = make_zip(
         [
             ZipMember("SILVA^MARIA/", b""),
@@ -36,15 +36,53 @@ def test_extracts_members_under_index_names(make_zip, tmp_path):
             _member("SILVA^MARIA/IM0003.IMA"),
         ]
     )
-    contents = read_archive(zip_path, tmp_path / "out")
+    before = sorted(tmp_path.rglob("*"))
 
-    assert contents.member_count == 4
-    assert [m.member_index for m in contents.members] == [1, 2, 3]
-    assert [m.path.name for m in contents.members] == ["000001", "000002", "000003"]
-    assert all(m.path.read_bytes() == DICOM_PAYLOAD for m in contents.members)
-    assert [(s.member_index, s.reason) for s in contents.skipped] == [(0, "directory")]
-    written = [p.name for p in (tmp_path / "out").iterdir()]
-    assert not any("SILVA" in name for name in written)
+    with read_archive(zip_path) as contents:
+        assert contents.member_count == 4
+        assert [m.member_index for m in contents.members] == [1, 2, 3]
+        assert all(m.read_bytes() == DICOM_PAYLOAD for m in contents.members)
+        assert all(m.size_bytes == len(DICOM_PAYLOAD) for m in contents.members)
+        assert [(s.member_index, s.reason) for s in contents.skipped] == [(0, "directory")]
+        assert "SILVA" not in repr(contents.members)
+
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_reads_cp437_names_without_utf8_flag(make_zip):
+    # Windows tools write names in the OEM code page without the UTF-8 flag (bit 11). An
+    # ASCII name gets no flag from zipfile, so its bytes are patched to a cp437 "Ç" (0x80).
+    zip_path = make_zip([_member("CONCEIXAO/IM1"), _member("CONCEIXAO/IM2")])
+    zip_path.write_bytes(zip_path.read_bytes().replace(b"CONCEIXAO", b"CONCEI\x80AO"))
+
+    with read_archive(zip_path) as contents:
+        assert [m.member_index for m in contents.members] == [0, 1]
+        assert contents.members[1].read_bytes() == DICOM_PAYLOAD
+
+
+def test_rejects_member_name_over_255_bytes(make_zip):
+    zip_path = make_zip([_member("study/IM1"), _member("study/" + "x" * 251)])
+
+    with pytest.raises(ArchiveUnsafe) as caught:
+        read_archive(zip_path)
+
+    assert caught.value.params == {"member_index": 1, "reason": "name_too_long"}
+
+
+def test_rejects_stream_longer_than_declared_size(make_zip):
+    payload = bytes(range(256)) * 40
+    zip_path = make_zip([_member("study/IM1", payload)])
+    raw = bytearray(zip_path.read_bytes())
+    # Declare 100 bytes fewer in the local header and the central directory record.
+    for signature, size_offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        start = raw.index(signature)
+        struct.pack_into("<I", raw, start + size_offset, len(payload) - 100)
+    zip_path.write_bytes(bytes(raw))
+
+    with read_archive(zip_path) as contents, pytest.raises(ArchiveInvalid) as caught:
+        contents.members[0].read_bytes()
+
+    assert caught.value.params == {"reason": "damaged_member", "member_index": 0}
 
 
 def test_skips_os_junk_and_dicomdir(make_zip, tmp_path):
@@ -58,10 +96,12 @@ def test_skips_os_junk_and_dicomdir(make_zip, tmp_path):
             _member("DICOMDIR"),
         ]
     )
-    contents = read_archive(zip_path, tmp_path / "out")
+    with read_archive(zip_path) as contents:
+        kept = [m.member_index for m in contents.members]
+        skipped = [(s.member_index, s.reason) for s in contents.skipped]
 
-    assert [m.member_index for m in contents.members] == [0]
-    assert [(s.member_index, s.reason) for s in contents.skipped] == [
+    assert kept == [0]
+    assert skipped == [
         (1, "os_junk"),
         (2, "os_junk"),
         (3, "os_junk"),
@@ -85,11 +125,10 @@ def test_rejects_unsafe_member_name(make_zip, tmp_path, name, reason):
     zip_path = make_zip([_member("study/IM1"), _member(name)])
 
     with pytest.raises(ArchiveUnsafe) as caught:
-        read_archive(zip_path, tmp_path / "out")
+        read_archive(zip_path)
 
     assert caught.value.code == "archive_unsafe"
     assert caught.value.params == {"member_index": 1, "reason": reason}
-    assert not (tmp_path / "out").exists()
 
 
 def test_rejects_nul_in_member_name(make_zip, tmp_path):
@@ -99,7 +138,7 @@ def test_rejects_nul_in_member_name(make_zip, tmp_path):
     zip_path.write_bytes(raw)
 
     with pytest.raises(ArchiveUnsafe) as caught:
-        read_archive(zip_path, tmp_path / "out")
+        read_archive(zip_path)
 
     assert caught.value.params == {"member_index": 1, "reason": "nul_in_name"}
 
@@ -111,7 +150,7 @@ def test_rejects_symlink_member(make_zip, tmp_path):
     zip_path = make_zip([_member("study/IM1"), ZipMember("", b"/etc/passwd", info=link)])
 
     with pytest.raises(ArchiveUnsafe) as caught:
-        read_archive(zip_path, tmp_path / "out")
+        read_archive(zip_path)
 
     assert caught.value.code == "archive_unsafe"
     assert caught.value.params == {"member_index": 1, "reason": "symlink"}
@@ -129,7 +168,7 @@ def test_rejects_encrypted_member(make_zip, tmp_path):
     zip_path.write_bytes(bytes(raw))
 
     with pytest.raises(ArchiveInvalid) as caught:
-        read_archive(zip_path, tmp_path / "out")
+        read_archive(zip_path)
 
     assert caught.value.code == "archive_invalid"
     assert caught.value.params == {"reason": "encrypted_member", "member_index": 1}
@@ -142,7 +181,7 @@ def test_rejects_nested_zip(make_zip, tmp_path):
     zip_path = make_zip([_member("study/IM1"), _member("study/more_images", inner.getvalue())])
 
     with pytest.raises(ArchiveUnsafe) as caught:
-        read_archive(zip_path, tmp_path / "out")
+        read_archive(zip_path)
 
     assert caught.value.params == {"member_index": 1, "reason": "nested_archive"}
 
@@ -156,7 +195,7 @@ def test_rejects_overlapping_entries(make_zip, tmp_path):
     zip_path.write_bytes(bytes(raw))
 
     with pytest.raises(ArchiveUnsafe) as caught:
-        read_archive(zip_path, tmp_path / "out")
+        read_archive(zip_path)
 
     assert caught.value.params == {"member_index": 1, "reason": "overlapping_entries"}
 
@@ -165,7 +204,7 @@ def test_rejects_too_many_members(make_zip, tmp_path):
     zip_path = make_zip([_member(f"study/IM{i}") for i in range(6)])
 
     with pytest.raises(ArchiveTooLarge) as caught:
-        read_archive(zip_path, tmp_path / "out", ArchiveLimits(max_members=5))
+        read_archive(zip_path, ArchiveLimits(max_members=5))
 
     assert caught.value.code == "archive_too_large"
     assert caught.value.params == {"limit_name": "member count", "value": 6, "limit": 5}
@@ -175,7 +214,7 @@ def test_rejects_member_over_size_limit(make_zip, tmp_path):
     zip_path = make_zip([_member("study/IM1", b"\1" * 5000)])
 
     with pytest.raises(ArchiveTooLarge) as caught:
-        read_archive(zip_path, tmp_path / "out", ArchiveLimits(max_member_uncompressed_bytes=4096))
+        read_archive(zip_path, ArchiveLimits(max_member_uncompressed_bytes=4096))
 
     assert caught.value.params["limit_name"] == "uncompressed member size"
 
@@ -185,7 +224,7 @@ def test_rejects_total_over_size_limit(make_zip, tmp_path):
     limits = ArchiveLimits(max_total_uncompressed_bytes=5000)
 
     with pytest.raises(ArchiveTooLarge) as caught:
-        read_archive(zip_path, tmp_path / "out", limits)
+        read_archive(zip_path, limits)
 
     assert caught.value.params["limit_name"] == "total uncompressed size"
 
@@ -194,7 +233,7 @@ def test_rejects_compression_ratio_over_limit(make_zip, tmp_path):
     zip_path = make_zip([_member("study/IM1"), _member("study/IM2", b"\0" * (2 * 1024**2))])
 
     with pytest.raises(ArchiveUnsafe) as caught:
-        read_archive(zip_path, tmp_path / "out")
+        read_archive(zip_path)
 
     assert caught.value.params == {"member_index": 1, "reason": "compression_ratio"}
 
@@ -203,9 +242,8 @@ def test_small_blank_member_passes_ratio_check(make_zip, tmp_path):
     # A 512 x 512 blank slice compresses far past 200:1; below 1 MiB that is not a threat.
     zip_path = make_zip([_member("study/IM1", b"\0" * 512 * 512 * 2)])
 
-    contents = read_archive(zip_path, tmp_path / "out")
-
-    assert len(contents.members) == 1
+    with read_archive(zip_path) as contents:
+        assert len(contents.members) == 1
 
 
 def test_rejects_truncated_zip(make_zip, tmp_path):
@@ -213,7 +251,7 @@ def test_rejects_truncated_zip(make_zip, tmp_path):
     zip_path.write_bytes(zip_path.read_bytes()[: zip_path.stat().st_size // 2])
 
     with pytest.raises(ArchiveInvalid) as caught:
-        read_archive(zip_path, tmp_path / "out")
+        read_archive(zip_path)
 
     assert caught.value.code == "archive_invalid"
 
@@ -223,7 +261,7 @@ def test_rejects_non_zip_named_zip(tmp_path):
     zip_path.write_text("This is a PDF export, not a ZIP.\n" * 20)
 
     with pytest.raises(ArchiveInvalid) as caught:
-        read_archive(zip_path, tmp_path / "out")
+        read_archive(zip_path)
 
     assert caught.value.params == {"reason": "not_a_zip"}
 
@@ -236,11 +274,10 @@ def test_rejects_damaged_member_data(make_zip, tmp_path):
     raw[data_start + 10 : data_start + 20] = b"\xff" * 10
     zip_path.write_bytes(bytes(raw))
 
-    with pytest.raises(ArchiveInvalid) as caught:
-        read_archive(zip_path, tmp_path / "out")
+    with read_archive(zip_path) as contents, pytest.raises(ArchiveInvalid) as caught:
+        contents.members[0].read_bytes()
 
     assert caught.value.params == {"reason": "damaged_member", "member_index": 0}
-    assert not list((tmp_path / "out").iterdir())
 
 
 def test_convert_rejects_traversal_before_writing(make_zip, work_dir):
@@ -270,7 +307,7 @@ def test_error_messages_name_no_member_path(make_zip, tmp_path: Path):
     zip_path = make_zip([_member("SILVA^MARIA/IM1"), _member("SILVA^MARIA/../../x")])
 
     with pytest.raises(ArchiveUnsafe) as caught:
-        read_archive(zip_path, tmp_path / "out")
+        read_archive(zip_path)
 
     assert "SILVA" not in str(caught.value)
     assert "SILVA" not in repr(caught.value.params)

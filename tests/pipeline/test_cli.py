@@ -48,7 +48,12 @@ def test_convert_writes_outputs(make_zip, tmp_path):
     )  # fmt: skip
 
     assert completed.returncode == 0, completed.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["image.nii.gz", "report.json", "volume.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "image.nii.gz",
+        "native.nii.gz",
+        "report.json",
+        "volume.npz",
+    ]
     report = json.loads((out / "report.json").read_text())
     assert report["output"]["shape_zyx"] == [8, 32, 32]
 
@@ -70,11 +75,27 @@ def test_convert_with_forced_series_id(make_zip, tmp_path):
     assert converted["chosen_series_id"] == small_id
 
 
-def test_pipeline_error_exits_2_with_one_line(tmp_path):
+def test_inspect_reports_error_and_exits_0(tmp_path):
     not_a_zip = tmp_path / "study.zip"
     not_a_zip.write_text("not a zip")
 
     completed = _run("-m", "portal.pipeline", "inspect", str(not_a_zip))
+
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    assert report["series"] == []
+    assert report["warnings"] == []
+    assert report["error"]["code"] == "archive_invalid"
+    assert "ZIP" in report["error"]["message"]
+
+
+def test_convert_error_exits_2_with_one_line(tmp_path):
+    not_a_zip = tmp_path / "study.zip"
+    not_a_zip.write_text("not a zip")
+
+    completed = _run(
+        "-m", "portal.pipeline", "convert", str(not_a_zip), "--out", str(tmp_path / "o")
+    )
 
     assert completed.returncode == 2
     assert completed.stdout == ""

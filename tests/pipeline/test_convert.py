@@ -42,13 +42,14 @@ def ct_study(make_zip):
     return make_zip(members), datasets, members
 
 
-def test_writes_three_files_and_removes_dicom(ct_study, work_dir):
+def test_writes_four_files_and_no_dicom(ct_study, work_dir):
     zip_path, _, _ = ct_study
 
     result = convert_study(zip_path, work_dir, **SMALL_GRID)
 
     assert sorted(p.name for p in work_dir.iterdir()) == [
         "image.nii.gz",
+        "native.nii.gz",
         "report.json",
         "volume.npz",
     ]

@@ -17,7 +17,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from portal.pipeline import choose_series, discover_series, load_volume, read_archive
+from portal.pipeline import choose_series, discover_series, load_volume
+from tests.pipeline.archives import open_archive
 from tests.pipeline.phantoms import (
     CORONAL,
     SAGITTAL,
@@ -72,7 +73,7 @@ def _canonical(volume_zyx: np.ndarray, affine_ras: np.ndarray) -> nib.Nifti1Imag
 
 
 def _load(zip_path: Path, members_dir: Path):
-    index = discover_series(read_archive(zip_path, members_dir))
+    index = discover_series(open_archive(zip_path))
     return load_volume(choose_series(index))
 
 

@@ -17,10 +17,10 @@ from portal.pipeline import (
     convert_study,
     discover_series,
     load_volume,
-    read_archive,
     resample_to_shape,
 )
 from portal.pipeline.volume import Volume, decoding_plugin
+from tests.pipeline.archives import open_archive
 from tests.pipeline.truth import LPS_TO_RAS, sample_at_world
 
 CHEST_REFERENCE = "ct_chest_3slice_with_reference_segmentations"
@@ -40,7 +40,7 @@ class LoadedSeries:
 
 
 def _load_series(zip_path: Path, folder: Path, series_number: int | None = None) -> LoadedSeries:
-    index = discover_series(read_archive(zip_path, folder))
+    index = discover_series(open_archive(zip_path))
     series_id = None
     if series_number is not None:
         series_id = next(c.series_id for c in index.candidates if c.series_number == series_number)
@@ -49,11 +49,23 @@ def _load_series(zip_path: Path, folder: Path, series_number: int | None = None)
     volume = load_volume(candidate, warnings)
     return LoadedSeries(
         volume=volume,
-        paths=sorted({header.path for header in candidate.slices}),
+        paths=_write_members(candidate, folder),
         warnings=warnings,
         report_series=[c.to_report() for c in index.candidates],
         chosen_number=candidate.series_number,
     )
+
+
+def _write_members(candidate, folder: Path) -> list[Path]:
+    """Write the candidate's members to the test's folder, so the truth reads raw files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    members = {header.member_index: header.member for header in candidate.slices}
+    paths = []
+    for index in sorted(members):
+        path = folder / f"{index:06d}"
+        path.write_bytes(members[index].read_bytes())
+        paths.append(path)
+    return paths
 
 
 def _stored_pixels(paths: list[Path], per_slice: int | None = None, seed: int = 0):
@@ -474,8 +486,8 @@ def test_mr_npz_carries_no_uid_or_member_name(mr_zip, tmp_path):
     with zipfile.ZipFile(mr_zip) as archive:
         names = {info.filename for info in archive.infolist() if info.filename.endswith(".dcm")}
     secrets = set()
-    for member in read_archive(mr_zip, tmp_path / "extracted").members:
-        ds = pydicom.dcmread(member.path, stop_before_pixels=True)
+    for member in open_archive(mr_zip).members:
+        ds = pydicom.dcmread(member.open(), stop_before_pixels=True)
         secrets.update(str(e.value) for e in ds.iterall() if e.VR == "UI")
         secrets.update(str(ds.get(keyword, "")) for keyword in ("StudyDate", "PatientName"))
     secrets.discard("")

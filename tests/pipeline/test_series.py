@@ -17,8 +17,8 @@ from portal.pipeline import (
     choose_series,
     discover_series,
     inspect_study,
-    read_archive,
 )
+from tests.pipeline.archives import open_archive
 from tests.pipeline.phantoms import (
     SAGITTAL,
     SeriesSpec,
@@ -33,7 +33,7 @@ from tests.pipeline.phantoms import (
 
 
 def _index(zip_path, tmp_path):
-    return discover_series(read_archive(zip_path, tmp_path / "members"))
+    return discover_series(open_archive(zip_path))
 
 
 def _by_number(index):

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 
 from portal.pipeline import (
-    InconsistentGeometry,
     PixelDecodeFailed,
     SliceGap,
     choose_series,
     discover_series,
     load_volume,
-    read_archive,
     resample_to_shape,
 )
+from tests.pipeline.archives import open_archive
 from tests.pipeline.phantoms import (
     AXIAL,
     CORONAL,
@@ -36,13 +35,11 @@ from tests.pipeline.truth import ras_centroid, sample_at_world
 
 
 @pytest.fixture
-def load(make_zip, tmp_path):
+def load(make_zip):
     """Return a function that zips datasets, discovers them and loads the chosen volume."""
-    counter = iter(range(1000))
 
     def load_datasets(datasets, series_id=None):
-        members_dir = tmp_path / f"members{next(counter)}"
-        index = discover_series(read_archive(make_zip(series_members(datasets)), members_dir))
+        index = discover_series(open_archive(make_zip(series_members(datasets))))
         candidate = choose_series(index, series_id) if series_id != "any" else index.candidates[0]
         warnings = []
         return load_volume(candidate, warnings), warnings
@@ -82,7 +79,7 @@ def test_volume_attributes(load):
     spec = SeriesSpec(series_description="CHEST 1.0")
     volume, warnings = load(build_series(spec))
 
-    assert volume.hu_zyx.dtype == np.float32
+    assert volume.hu_zyx.dtype == np.int16
     assert volume.hu_zyx.shape == (10, 24, 20)
     assert volume.spacing_mm == pytest.approx((1.5, 0.9, 0.7))
     assert volume.modality == "CT"
@@ -246,16 +243,22 @@ def test_identical_copy_at_one_position_is_dropped(load):
     assert [(w.code, w.member_index) for w in warnings] == [("duplicate_slice_dropped", 5)]
 
 
-def test_different_images_at_one_position_raise(load):
-    datasets = build_series(SeriesSpec(slice_count=5))
+def test_different_images_at_one_position_keep_first(load):
+    # No header value tells the two images apart, so the first by Instance Number is kept.
+    spec = SeriesSpec(slice_count=5)
+    datasets = build_series(spec)
     other = build_series(
         SeriesSpec(slice_count=5, series_uid=datasets[0].SeriesInstanceUID, hu_field=cube_field())
     )[2]
+    other.InstanceNumber = 99
 
-    with pytest.raises(InconsistentGeometry) as caught:
-        load(datasets + [other])
+    volume, warnings = load(datasets + [other])
 
-    assert caught.value.code == "inconsistent_geometry"
+    assert volume.hu_zyx.shape[0] == 5
+    np.testing.assert_array_equal(volume.hu_zyx[2], spec.expected_hu(2))
+    assert [(w.code, w.params) for w in warnings] == [
+        ("repeated_positions_first_volume", {"position_count": 1})
+    ]
 
 
 def test_mr_keeps_rescaled_stored_values(load):
@@ -298,7 +301,7 @@ def test_replace_keeps_spec_defaults():
 def test_files_without_preamble_decode(make_zip, tmp_path):
     spec = SeriesSpec(slice_count=4)
     members = series_members(build_series(spec), suffix=".IMA", preamble=False)
-    index = discover_series(read_archive(make_zip(members), tmp_path / "members"))
+    index = discover_series(open_archive(make_zip(members)))
 
     volume = load_volume(choose_series(index))
 
@@ -309,7 +312,7 @@ def test_files_without_preamble_decode(make_zip, tmp_path):
 def test_enhanced_multiframe_uses_functional_groups(make_zip, tmp_path):
     spec = SeriesSpec(orientation=CORONAL, rescale_slope=0.5, rescale_intercept=-1000.0)
     member = ZipMember("S/ENHANCED", dicom_bytes(enhanced_multiframe(spec)))
-    index = discover_series(read_archive(make_zip([member]), tmp_path / "members"))
+    index = discover_series(open_archive(make_zip([member])))
 
     volume = load_volume(choose_series(index))
 
@@ -333,7 +336,7 @@ def test_single_frame_enhanced_object_decodes(make_zip, tmp_path):
         )
         for k in range(2)
     ]
-    index = discover_series(read_archive(make_zip(members), tmp_path / "members"))
+    index = discover_series(open_archive(make_zip(members)))
 
     volume = load_volume(choose_series(index))
 
