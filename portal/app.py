@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 from flask import Flask, g, has_request_context, request, session
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -14,6 +15,9 @@ from portal.extensions import babel, csrf, db, limiter, login_manager, migrate
 from portal.logging_setup import configure_logging, install_request_id, install_request_log
 
 SUPPORTED_LOCALES = ("pt_BR", "en")
+
+#: DICOM Modality (0008,0060) codes as shown on pages: TC and RM in Portuguese.
+MODALITY_NAMES = {"CT": _l("CT"), "MR": _l("MR")}
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -131,6 +135,11 @@ def _register_template_helpers(app: Flask) -> None:
     def numberformat(value):
         return format_decimal(value)
 
+    @app.template_filter("modality_name")
+    def modality_name(code):
+        """Show a DICOM modality code as clinicians of the page's language write it."""
+        return str(MODALITY_NAMES.get(code, code))
+
     @app.context_processor
     def inject_locale():
         return {"current_locale": str(get_locale()), "supported_locales": SUPPORTED_LOCALES}
@@ -144,8 +153,9 @@ def select_locale() -> str:
     chosen = session.get("locale")
     if chosen in SUPPORTED_LOCALES:
         return chosen
-    match = request.accept_languages.best_match(["pt-BR", "en"], default="pt-BR")
-    return match.replace("-", "_")
+    # A plain "pt" (or pt-PT) browser gets Brazilian Portuguese, the only Portuguese offered.
+    match = request.accept_languages.best_match(["pt-BR", "pt", "en"], default="pt-BR")
+    return "en" if match == "en" else "pt_BR"
 
 
 def _load_user(user_id: str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ def default_env() -> dict[str, str]:
         "DATABASE_URL": f"sqlite:///{ROOT / 'var' / 'portal.sqlite3'}",
         "S3_BUCKET": "vizier-med",
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
-        "AWS_REGION": "us-east-1",
+        "AWS_REGION": "sa-east-1",
         "AWS_ACCESS_KEY_ID": "local" + secrets.token_hex(8),
         "AWS_SECRET_ACCESS_KEY": secrets.token_hex(20),
         "OIDC_ISSUER": f"http://127.0.0.1:{idp_port}",
@@ -76,6 +77,10 @@ def print_banner(env: dict[str, str]) -> None:
     print(flush=True)
 
 
+def _stop_on_signal(signal_number, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signal_number}")
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     env = ensure_env_file()
@@ -83,6 +88,10 @@ def main() -> int:
     run_flask(env, "db", "upgrade")
     run_flask(env, "demo", "seed")
     stack = Stack(env=env, log_dir=Path(env["DATA_DIR"]) / "logs")
+    # `kill` or a closed terminal stops every process, not only this supervisor, because
+    # each service runs in a session of its own and would outlive it.
+    for signal_number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signal_number, _stop_on_signal)
     try:
         stack.start()
         print_banner(env)

@@ -103,8 +103,12 @@ def logout():
     user_id = current_user.get_id() if current_user.is_authenticated else None
     end_session(session.get(SESSION_TOKEN_KEY), reason="logout")
     db.session.commit()
+    locale = session.get("locale")
     logout_user()
     session.clear()
+    if locale:
+        # The signed-out page stays in the language the user chose.
+        session["locale"] = locale
     logger.info("user %s signed out", user_id)
     return_to = _portal_url("auth.signed_out")
     try:

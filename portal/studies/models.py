@@ -94,6 +94,16 @@ STATUS_PROGRESS = {
 }
 
 
+#: The stages a study passes through on its way to a result, in order.
+PIPELINE_STAGES = [
+    StudyStatus.UPLOADED,
+    StudyStatus.CONVERTING,
+    StudyStatus.INFERENCE_QUEUED,
+    StudyStatus.INFERENCE_RUNNING,
+    StudyStatus.WRITING_RESULTS,
+]
+
+
 class InvalidTransition(RuntimeError):
     pass
 
@@ -170,6 +180,35 @@ class Study(db.Model):
             if attempt.status == StudyStatus.SUCCEEDED:
                 return attempt
         return None
+
+    @property
+    def stages(self) -> list[tuple[str, str]]:
+        """Return each processing stage's title with "done", "current", "pending" or "failed".
+
+        A failed or cancelled study marks the stage it stopped in; the last stage is done
+        only when the study succeeded.
+        """
+        status = self.status
+        attempt = self.latest_attempt
+        stopped_in = status
+        if status in (StudyStatus.FAILED, StudyStatus.CANCELLED):
+            # The progress tells how far the attempt came before it stopped.
+            progress = attempt.progress if attempt else 0
+            reached = [stage for stage in PIPELINE_STAGES if STATUS_PROGRESS[stage] <= progress]
+            stopped_in = reached[-1] if reached else StudyStatus.UPLOADED
+        rows = []
+        position = PIPELINE_STAGES.index(stopped_in) if stopped_in in PIPELINE_STAGES else -1
+        for index, stage in enumerate(PIPELINE_STAGES):
+            if status == StudyStatus.SUCCEEDED or index < position:
+                state = "done"
+            elif index == position:
+                state = (
+                    "failed" if status in (StudyStatus.FAILED, StudyStatus.CANCELLED) else "current"
+                )
+            else:
+                state = "pending"
+            rows.append((stage.title, state))
+        return rows
 
     @property
     def uploader_name(self) -> str:

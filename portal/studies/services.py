@@ -48,10 +48,10 @@ class InvalidCategory(UserFacingError):
 
 
 class EmptyUpload(UserFacingError):
-    code = "upload_missing"
+    code = "upload_empty"
     status = 400
-    title = _l("File missing")
-    message = _l("Choose the study's ZIP file to upload.")
+    title = _l("Empty file")
+    message = _l("The file has 0 bytes. Export the study again and upload the new ZIP.")
 
 
 class StudyNotSucceeded(Conflict):

@@ -85,7 +85,14 @@ def detail(study_id):
 @clinic_member_required
 def status_partial(study_id):
     study = services.get_study_or_404(study_id, clinic=g.clinic)
-    return render_template("studies/_status.html", study=study, **_status_context(study))
+    response = current_app.make_response(
+        render_template("studies/_status.html", study=study, **_status_context(study))
+    )
+    if study.status.is_terminal and request.headers.get("HX-Request"):
+        # The report and the actions outside this partial change at the end, so htmx
+        # reloads the page once; the reloaded page no longer polls.
+        response.headers["HX-Refresh"] = "true"
+    return response
 
 
 @bp.get("/studies/<study_id>/viewer")
@@ -115,11 +122,34 @@ def viewer_data(study_id):
             "expires_at": links.expires_at.isoformat(),
             "grid": links.grid,
             "labels": links.labels,
+            "missing_labels": missing_labels(study, links.labels, locale=_locale()),
             "colormap": label_colormap(),
+            "window_hu": window_hu(current_app.config["PORTAL_SETTINGS"], study.modality),
         }
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def missing_labels(study, labels: list[dict], *, locale: str) -> list[dict]:
+    """Return the requested categories that the result does not contain, by key and name."""
+    from portal.categories import categories_by_key
+
+    present = {label["key"] for label in labels}
+    catalogue = categories_by_key()
+    return [
+        {"key": key, "name": catalogue[key].name(locale), "color": catalogue[key].color}
+        for key in study.requested_categories or []
+        if key in catalogue and key not in present
+    ]
+
+
+def window_hu(settings, modality: str | None) -> list[float] | None:
+    """Return the display window [min, max] in HU for CT; None lets NiiVue choose for MR."""
+    if modality != "CT":
+        return None
+    half_width = settings.dicom_window_width / 2
+    return [settings.dicom_window_center - half_width, settings.dicom_window_center + half_width]
 
 
 def label_colormap() -> dict:

@@ -15,7 +15,12 @@ const statusLine = document.getElementById("viewer-status");
 const legend = document.getElementById("legend");
 const opacityInput = document.getElementById("opacity");
 
-function buildLegend(labels, onToggle) {
+function formatVolume(volumeMl) {
+  const locale = document.documentElement.lang || "pt-BR";
+  return `${new Intl.NumberFormat(locale, { maximumFractionDigits: 1 }).format(volumeMl)} mL`;
+}
+
+function buildLegend(labels, missing, onToggle) {
   legend.replaceChildren();
   for (const label of labels) {
     const item = document.createElement("li");
@@ -31,9 +36,34 @@ function buildLegend(labels, onToggle) {
     const text = document.createElement("label");
     text.htmlFor = checkbox.id;
     text.textContent = label.name;
-    item.append(checkbox, swatch, text);
+    const volume = document.createElement("span");
+    volume.className = "volume";
+    volume.textContent = formatVolume(label.volume_ml);
+    item.append(checkbox, swatch, text, volume);
     legend.append(item);
   }
+  // Requested categories the segmentation did not find are listed, not silently dropped.
+  for (const label of missing) {
+    const item = document.createElement("li");
+    item.className = "absent";
+    item.dataset.labelKey = label.key;
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.backgroundColor = label.color;
+    const text = document.createElement("span");
+    text.textContent = `${label.name}: ${legend.dataset.absentText}`;
+    item.append(swatch, text);
+    legend.append(item);
+  }
+}
+
+function imageOptions(data) {
+  const options = { url: data.image_url, name: "image.nii.gz", colormap: "gray" };
+  if (data.window_hu) {
+    // The CT window of the portal's settings (DICOM_WINDOW_CENTER and _WIDTH).
+    [options.cal_min, options.cal_max] = data.window_hu;
+  }
+  return options;
 }
 
 async function start() {
@@ -42,7 +72,10 @@ async function start() {
     throw new Error(`viewer data request failed with status ${response.status}`);
   }
   const data = await response.json();
+  // Radiological convention: the patient's right is on the left of the screen, as
+  // radiologists read CT and MR.
   const niivue = new Niivue({
+    isRadiologicalConvention: true,
     backColor: [0, 0, 0, 1],
     show3Dcrosshair: true,
     multiplanarShowRender: SHOW_RENDER.ALWAYS,
@@ -51,7 +84,7 @@ async function start() {
   await niivue.attachToCanvas(document.getElementById("niivue-canvas"));
   // The URL ends in a signed query string, so the name tells NiiVue the file format.
   await niivue.loadVolumes([
-    { url: data.image_url, name: "image.nii.gz", colormap: "gray", cal_min: -160, cal_max: 240 },
+    imageOptions(data),
     { url: data.mask_url, name: "mask.nii.gz", opacity: Number(opacityInput.value) / 100 },
   ]);
   const mask = niivue.volumes[1];
@@ -60,7 +93,7 @@ async function start() {
   niivue.updateGLVolume();
   niivue.setSliceType(SLICE_TYPE.MULTIPLANAR);
 
-  buildLegend(data.labels, (value, visible) => {
+  buildLegend(data.labels, data.missing_labels || [], (value, visible) => {
     colormap.A[value] = visible ? 255 : 0;
     mask.setColormapLabel(structuredClone(colormap));
     niivue.updateGLVolume();
