@@ -183,7 +183,9 @@ def worker_command(workers: int, worker_type: str) -> None:
     # Child processes get connections of their own instead of the parent's.
     db.engine.dispose()
     if settings.worker_metrics_port:
-        from portal.metrics import start_metrics_server
+        from portal.metrics import prepare_multiprocess_dir, start_metrics_server
+
+        prepare_multiprocess_dir(worker_type=worker_type)
 
         start_metrics_server(host=settings.metrics_host, port=settings.worker_metrics_port)
         logger.info(

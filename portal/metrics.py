@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
@@ -164,6 +165,25 @@ def build_registry(*, database_url: str | None = None) -> CollectorRegistry:
     if database_url:
         registry.register(PortalStateCollector(database_url))
     return registry
+
+
+def prepare_multiprocess_dir(*, worker_type: str) -> None:
+    """Create an empty PROMETHEUS_MULTIPROC_DIR for the worker, or warn when it is unset.
+
+    Process workers record their samples in child processes; without the folder only the
+    parent's own samples would be served.
+    """
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        if worker_type == "process":
+            logger.warning(
+                "PROMETHEUS_MULTIPROC_DIR is not set: step metrics of process workers are lost"
+            )
+        return
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
 
 
 def start_metrics_server(*, host: str, port: int, database_url: str | None = None):

@@ -110,7 +110,7 @@ class Stack:
                 "worker",
                 [str(VENV_BIN / "flask"), "--app", "wsgi", "worker"],
                 0,
-                base,
+                base | worker_metrics_env(env, data_dir),
                 self.log_dir / "worker.log",
             ),
             Service(
@@ -198,6 +198,18 @@ class Stack:
 
     def service(self, name: str) -> Service:
         return next(service for service in self.services if service.name == name)
+
+
+def worker_metrics_env(env: dict[str, str], data_dir: Path) -> dict[str, str]:
+    """Return the variables that let the worker's child processes report metrics.
+
+    Tasks run in child processes, so their samples reach the worker's metrics endpoint
+    only through prometheus_client's multiprocess files, and the folder must be named
+    before the worker imports prometheus_client.
+    """
+    if env.get("WORKER_METRICS_PORT", "0") in ("", "0"):
+        return {}
+    return {"PROMETHEUS_MULTIPROC_DIR": str(data_dir / "worker-metrics")}
 
 
 def _rclone() -> str:
