@@ -14,7 +14,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-#: Presigned URLs never live longer than this, whatever the configuration says.
+#: Presigned URLs never live longer than this, whatever the configuration sets.
 MAX_PRESIGNED_URL_TTL_S = 300
 
 DEV_SECRET_KEY_PREFIX = "dev-insecure-"
@@ -31,7 +31,7 @@ SMTP_TLS_MODES = ("starttls", "ssl", "none")
 
 
 class ConfigurationError(RuntimeError):
-    """A setting is missing or invalid; the message names it and says how to fix it."""
+    """A setting is missing or invalid. The message names it and explains how to fix it."""
 
 
 def _parse_bool(name: str, raw: str) -> bool:

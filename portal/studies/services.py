@@ -362,11 +362,6 @@ def processing_delayed(settings) -> bool:
     return utcnow() - oldest_waiting > timedelta(seconds=settings.queue_delay_warning_s)
 
 
-def status_progress(study: Study) -> int:
-    attempt = study.latest_attempt
-    return attempt.progress if attempt else 0
-
-
 @dataclass(frozen=True)
 class ResultLinks:
     image_url: str
