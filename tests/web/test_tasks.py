@@ -407,3 +407,42 @@ def test_conversion_child_memory_limit(tmp_path, shared_dicom_dir):
     )
     assert converted.slice_count > 0
     assert converted.npz_path.is_file()
+
+
+def test_storage_outage_retries_step_later(app, upload_study, monkeypatch):
+    from portal import tasks
+    from portal.extensions import db
+    from portal.leases import CONVERT
+    from portal.storage import StorageUnavailable
+    from portal.studies.models import Attempt, StudyStatus
+
+    scheduled = []
+    monkeypatch.setattr(
+        tasks,
+        "_queue_step",
+        lambda attempt_id, step, *, delay_s=0.0: scheduled.append((attempt_id, step, delay_s)),
+    )
+
+    def storage_down(attempt, lease):
+        raise StorageUnavailable("storage upload failed: EndpointConnectionError")
+
+    _study_id, attempt_id, _token = upload_study()
+    with app.app_context():
+        settings = app.config["PORTAL_SETTINGS"]
+        tasks._run_step(str(attempt_id), CONVERT, storage_down)
+        attempt = db.session.get(Attempt, attempt_id, populate_existing=True)
+        assert attempt.status == CONVERT.entry
+        assert attempt.recovery_count == 1
+        assert attempt.lease_owner is None
+        assert scheduled == [
+            (str(attempt_id), CONVERT, min(settings.storage_retry_window_s, 300.0))
+        ]
+
+        # Past max_attempt_recoveries the step fails instead of waiting once more.
+        attempt.recovery_count = settings.max_attempt_recoveries
+        db.session.commit()
+        tasks._run_step(str(attempt_id), CONVERT, storage_down)
+        attempt = db.session.get(Attempt, attempt_id, populate_existing=True)
+        assert attempt.status == StudyStatus.FAILED
+        assert attempt.error_code == tasks.STORAGE_UNAVAILABLE
+        assert len(scheduled) == 1
