@@ -379,3 +379,70 @@ def test_conversion_child_limits(tmp_path):
             not_zip, tmp_path / "out2", memory_limit_mb=2048, time_limit_s=0.05, options={}
         )
     assert limited.value.limit == "time"
+
+
+def test_conversion_child_memory_limit(tmp_path, shared_dicom_dir):
+    import resource
+
+    from portal.isolation import ConversionLimitExceeded, convert_in_child
+
+    study_zip = shared_dicom_dir / "ct_philips_phantom_study_localizer_2tilted_axial_summary.zip"
+    parent_limit = resource.getrlimit(resource.RLIMIT_AS)
+    # NOTE: this study converts in about 550 MB of address space on Linux x86-64 with the
+    # project's pinned numpy and pydicom, so 384 MB is too small for it.
+    with pytest.raises(ConversionLimitExceeded) as limited:
+        convert_in_child(
+            study_zip, tmp_path / "small", memory_limit_mb=384, time_limit_s=120, options={}
+        )
+    assert limited.value.limit == "memory"
+    assert limited.value.code == "conversion_limit_exceeded"
+
+    # The limit bound only the child: the parent keeps its own and can still allocate.
+    assert resource.getrlimit(resource.RLIMIT_AS) == parent_limit
+    assert np.ones(512 * 1024 * 1024, dtype=np.uint8).sum() == 512 * 1024 * 1024
+
+    # The same study converts under a limit large enough for it.
+    converted = convert_in_child(
+        study_zip, tmp_path / "large", memory_limit_mb=4096, time_limit_s=120, options={}
+    )
+    assert converted.slice_count > 0
+    assert converted.npz_path.is_file()
+
+
+def test_storage_outage_retries_step_later(app, upload_study, monkeypatch):
+    from portal import tasks
+    from portal.extensions import db
+    from portal.leases import CONVERT
+    from portal.storage import StorageUnavailable
+    from portal.studies.models import Attempt, StudyStatus
+
+    scheduled = []
+    monkeypatch.setattr(
+        tasks,
+        "_queue_step",
+        lambda attempt_id, step, *, delay_s=0.0: scheduled.append((attempt_id, step, delay_s)),
+    )
+
+    def storage_down(attempt, lease):
+        raise StorageUnavailable("storage upload failed: EndpointConnectionError")
+
+    _study_id, attempt_id, _token = upload_study()
+    with app.app_context():
+        settings = app.config["PORTAL_SETTINGS"]
+        tasks._run_step(str(attempt_id), CONVERT, storage_down)
+        attempt = db.session.get(Attempt, attempt_id, populate_existing=True)
+        assert attempt.status == CONVERT.entry
+        assert attempt.recovery_count == 1
+        assert attempt.lease_owner is None
+        assert scheduled == [
+            (str(attempt_id), CONVERT, min(settings.storage_retry_window_s, 300.0))
+        ]
+
+        # Past max_attempt_recoveries the step fails instead of waiting once more.
+        attempt.recovery_count = settings.max_attempt_recoveries
+        db.session.commit()
+        tasks._run_step(str(attempt_id), CONVERT, storage_down)
+        attempt = db.session.get(Attempt, attempt_id, populate_existing=True)
+        assert attempt.status == StudyStatus.FAILED
+        assert attempt.error_code == tasks.STORAGE_UNAVAILABLE
+        assert len(scheduled) == 1
