@@ -33,7 +33,7 @@ from portal.studies.models import (
     Study,
     StudyStatus,
 )
-from portal.tenancy import scoped
+from portal.tenancy import all_clinics, scoped
 
 logger = logging.getLogger(__name__)
 
@@ -316,14 +316,17 @@ def progress_estimate(attempt: Attempt) -> ProgressEstimate:
         return ProgressEstimate(None, None)
     position = None
     if attempt.status in WAITING_STATUSES:
-        ahead = db.session.scalar(
-            select(func.count())
-            .select_from(Attempt)
-            .where(
-                Attempt.status == attempt.status,
-                Attempt.queued_at < attempt.queued_at,
+        # The queue is shared by every clinic, so the count crosses clinics; only the
+        # number leaves this query.
+        with all_clinics():
+            ahead = db.session.scalar(
+                select(func.count())
+                .select_from(Attempt)
+                .where(
+                    Attempt.status == attempt.status,
+                    Attempt.queued_at < attempt.queued_at,
+                )
             )
-        )
         position = int(ahead or 0) + 1
     durations = [
         (finished - created).total_seconds()
@@ -352,9 +355,11 @@ def processing_delayed(settings) -> bool:
 
     if inference_breaker(settings).is_open():
         return True
-    oldest_waiting = db.session.scalar(
-        select(func.min(Attempt.queued_at)).where(Attempt.status.in_(WAITING_STATUSES))
-    )
+    # A stuck queue delays every clinic, so the oldest waiting time crosses clinics.
+    with all_clinics():
+        oldest_waiting = db.session.scalar(
+            select(func.min(Attempt.queued_at)).where(Attempt.status.in_(WAITING_STATUSES))
+        )
     if oldest_waiting is None:
         return False
     if oldest_waiting.tzinfo is None:

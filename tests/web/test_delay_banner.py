@@ -4,6 +4,8 @@ import io
 import uuid
 from datetime import timedelta
 
+import pytest
+
 from tests.web.conftest import post_multipart, zip_bytes
 
 
@@ -73,3 +75,16 @@ def test_banner_while_the_provider_is_down(app, client, make_clinic, make_api_ke
             breaker.record_failure()
         assert breaker.is_open()
     assert status(client, token, study_id)["delayed"] is True
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_queue_position_counts_every_clinic(app, client, make_clinic, make_api_key, queued):
+    token_a = make_api_key(make_clinic("Clínica A"))
+    token_b = make_api_key(make_clinic("Clínica B"))
+    earlier_of_b = upload(client, token_b)
+    later_of_a = upload(client, token_a)
+    age_queued_attempt(app, earlier_of_b, seconds=120)
+    age_queued_attempt(app, later_of_a, seconds=60)
+
+    assert status(client, token_a, later_of_a)["queue_position"] == 2
+    assert status(client, token_b, earlier_of_b)["queue_position"] == 1
