@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
-from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
 from portal.api.auth import api_key_required
 from portal.categories import load_categories
 from portal.errors import UserFacingError
 from portal.extensions import csrf, db
+from portal.i18n import request_locale
 from portal.studies import services
 from portal.studies.error_catalogue import study_error_message
 from portal.studies.models import Attempt, Study
@@ -32,10 +32,6 @@ class FileFieldMissing(UserFacingError):
     status = 400
     title = _l("File missing")
     message = _l("Send the study's ZIP in the multipart field 'file'.")
-
-
-def _locale() -> str:
-    return str(get_locale() or "pt_BR")
 
 
 def study_json(study: Study) -> dict:
@@ -167,7 +163,7 @@ def health():
 
 @bp.get("/auth/categories/")
 def categories():
-    locale = _locale()
+    locale = request_locale()
     return jsonify(
         [
             {
@@ -227,7 +223,7 @@ def get_study_status(study_id):
 def get_study_result(study_id):
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     links = services.result_links(
-        study, storage=current_app.extensions["portal_storage"], locale=_locale()
+        study, storage=current_app.extensions["portal_storage"], locale=request_locale()
     )
     return jsonify(
         {

@@ -15,7 +15,6 @@ from flask import (
     request,
     url_for,
 )
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
 
@@ -24,16 +23,13 @@ from portal.categories import load_categories
 from portal.clinics.context import clinic_member_required
 from portal.errors import format_bytes
 from portal.extensions import db
+from portal.i18n import request_locale
 from portal.studies import services
 from portal.studies.error_catalogue import study_error_message
 from portal.studies.forms import UploadForm
 from portal.studies.report_catalogue import describe_report
 
 bp = Blueprint("studies", __name__)
-
-
-def _locale() -> str:
-    return str(get_locale() or "pt_BR")
 
 
 @bp.get("/")
@@ -52,7 +48,7 @@ def list_studies():
 @bp.route("/studies/new", methods=["GET", "POST"])
 @clinic_member_required
 def upload():
-    form = UploadForm(locale=_locale())
+    form = UploadForm(locale=request_locale())
     settings = current_app.config["PORTAL_SETTINGS"]
     if not form.validate_on_submit():
         status = 400 if form.is_submitted() else 200
@@ -112,7 +108,7 @@ def viewer_data(study_id):
     links = services.result_links(
         study,
         storage=current_app.extensions["portal_storage"],
-        locale=_locale(),
+        locale=request_locale(),
         prefer_native=True,
     )
     response = jsonify(
@@ -122,7 +118,7 @@ def viewer_data(study_id):
             "expires_at": links.expires_at.isoformat(),
             "grid": links.grid,
             "labels": links.labels,
-            "missing_labels": missing_labels(study, links.labels, locale=_locale()),
+            "missing_labels": missing_labels(study, links.labels, locale=request_locale()),
             "colormap": label_colormap(),
             "window_hu": window_hu(current_app.config["PORTAL_SETTINGS"], study.modality),
         }
