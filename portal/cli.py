@@ -134,7 +134,9 @@ def revoke_operator_command(email: str) -> None:
 
 @api_keys_cli.command("create")
 @click.option("--clinic", "clinic_id", required=True, help="The clinic's id (a UUID).")
-@click.option("--name", required=True, help="A name that says which integration uses the key.")
+@click.option(
+    "--name", required=True, help="Name of the integration that uses the key, for example RIS."
+)
 def create_api_key_command(clinic_id: str, name: str) -> None:
     """Create an API key for a clinic and print it; it is shown only this once."""
     from portal.clinics.services import create_api_key

@@ -140,7 +140,7 @@ class Settings:
     inference_api_connect_timeout_s: float = 5.0
     inference_api_read_timeout_s: float = 60.0
     inference_api_retries: int = 3
-    #: Longest time an attempt waits for an unavailable provider before it fails.
+    #: Maximum time an attempt waits for an unavailable provider before it fails.
     inference_max_wait_s: float = 3600.0
     #: Consecutive unavailable calls that open the circuit breaker, and how long it stays open.
     inference_breaker_failures: int = 3

@@ -124,7 +124,7 @@ class PortalStateCollector:
             with self._engine.connect() as connection:
                 if connection.dialect.name == "postgresql":
                     # Row-level security hides every clinic's rows unless the transaction
-                    # says it reads across clinics; only counts leave this function.
+                    # declares that it reads across clinics. Only counts leave this function.
                     connection.execute(
                         text("SELECT set_config(:name, :value, true)"),
                         {"name": CLINIC_SETTING, "value": ALL_CLINICS},

@@ -192,7 +192,7 @@ class Study(db.Model):
         attempt = self.latest_attempt
         stopped_in = status
         if status in (StudyStatus.FAILED, StudyStatus.CANCELLED):
-            # The progress tells how far the attempt came before it stopped.
+            # The progress shows how far the attempt came before it stopped.
             progress = attempt.progress if attempt else 0
             reached = [stage for stage in PIPELINE_STAGES if STATUS_PROGRESS[stage] <= progress]
             stopped_in = reached[-1] if reached else StudyStatus.UPLOADED

@@ -82,7 +82,7 @@ async function start() {
     isColorbar: false,
   });
   await niivue.attachToCanvas(document.getElementById("niivue-canvas"));
-  // The URL ends in a signed query string, so the name tells NiiVue the file format.
+  // The URL ends in a signed query string, so the name gives NiiVue the file format.
   await niivue.loadVolumes([
     imageOptions(data),
     { url: data.mask_url, name: "mask.nii.gz", opacity: Number(opacityInput.value) / 100 },

@@ -1,4 +1,4 @@
-"""The banner that tells doctors processing is delayed, without technical detail."""
+"""The banner that warns doctors of delayed processing, without technical detail."""
 
 import io
 import uuid

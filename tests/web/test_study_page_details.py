@@ -44,9 +44,7 @@ def test_stages_show_where_a_study_stopped(app, client, make_clinic, make_user, 
     assert failed.count('data-state="pending"') == 1
 
 
-def test_status_partial_asks_htmx_to_reload_at_the_end(
-    app, client, make_clinic, make_user, login, queued
-):
+def test_status_partial_reloads_when_finished(app, client, make_clinic, make_user, login, queued):
     login(make_user(make_clinic()))
     study_path = upload_page(client).headers["Location"]
     polling = client.get(f"{study_path}/status", headers={"HX-Request": "true"})
