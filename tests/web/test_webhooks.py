@@ -6,66 +6,19 @@ on. Delivery runs are called directly with a test clock, so retries need no wait
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import http.server
 import io
 import json
 import re
-import threading
 import uuid
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
+from tests.support.webhooks import Receiver, expected_signature
 from tests.web.conftest import post_multipart, zip_bytes
 
 SECRET_PATTERN = re.compile(r'id="new-webhook-secret" class="secret">(whsec_[A-Za-z0-9_\-]+)<')
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records each POST and responds with queued statuses."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        self.statuses: list[int] = []
-        self.extra_headers: dict[str, str] = {}
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(length)
-                receiver.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": body}
-                )
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                for name, value in receiver.extra_headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, format, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/vizier"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-    def events(self) -> list[dict]:
-        return [json.loads(request["body"]) for request in self.requests]
 
 
 class Clock:
@@ -201,15 +154,6 @@ def run_deliveries(app, endpoint_id, clock):
         return deliver_endpoint(
             uuid.UUID(endpoint_id), settings=app.config["PORTAL_SETTINGS"], now=clock
         )
-
-
-def expected_signature(secret: str, request: dict) -> str:
-    headers = request["headers"]
-    message = (
-        f"{headers['Vizier-Webhook-Id']}.{headers['Vizier-Webhook-Timestamp']}.".encode()
-        + request["body"]
-    )
-    return "v1=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 # Pages.
