@@ -11,3 +11,4 @@ from portal.clinics.models import (  # noqa: F401
     User,
 )
 from portal.studies.models import Artifact, Attempt, Study  # noqa: F401
+from portal.webhooks.models import WebhookDelivery, WebhookEndpoint  # noqa: F401

@@ -88,6 +88,8 @@ def test_tenant_tables_have_forced_policies(app):
         "invitation",
         "membership",
         "study",
+        "webhook_delivery",
+        "webhook_endpoint",
     ]
     for row in rows:
         assert row.relrowsecurity, row.relname
