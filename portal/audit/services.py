@@ -192,6 +192,36 @@ def _lock_chain_head(chain: str, clinic_id: uuid.UUID | None) -> tuple[int, str]
     raise RuntimeError(f"audit chain head {chain} could not be locked")
 
 
+def record_view(action: str, *, target_type: str, target_id, details: dict | None = None) -> None:
+    """Record that the request's caller viewed something, and commit.
+
+    Views that only read call it: their transaction holds nothing else to commit.
+    """
+    record(action, target_type=target_type, target_id=target_id, details=details)
+    db.session.commit()
+
+
+def record_in_user_clinics(action: str, *, user, outcome: Outcome | str = Outcome.SUCCESS) -> None:
+    """Record one event in each clinic where `user` is an active member, with their role there.
+
+    A user with no active membership gets one event in the platform chain, so that a
+    sign-in of someone who belongs nowhere still leaves a trace. The caller commits.
+    """
+    from portal.clinics.members import active_memberships_of
+
+    memberships = active_memberships_of(user)
+    if not memberships:
+        record(action, outcome=outcome, actor=AuditActor.for_user(user))
+        return
+    for membership in memberships:
+        record(
+            action,
+            outcome=outcome,
+            clinic_id=membership.clinic_id,
+            actor=AuditActor.for_user(user, role=membership.role),
+        )
+
+
 #: View arguments that name a resource by a UUID or a public hex id, and the target
 #: type they name. Other arguments (an invitation's token, for one) are never recorded.
 _TARGET_ARGUMENTS = {
