@@ -1,9 +1,9 @@
 """The guard that keeps patient data and secrets out of an event's details.
 
 Details are flat: each value is text, a number, a boolean, None, or a list of those.
-A key that names something that could identify a patient or grant access (a name, a
-birth date, a patient ID, a token, a URL) is dropped, and so is a value that looks like
-a URL, a credential or a DICOM person name. Dropped keys are listed under
+A key that names something that could identify a patient or grant access is dropped:
+a name, a birth date, a patient ID, a token, a URL. So is a value that looks like a URL,
+a credential or a DICOM person name. Dropped keys are listed under
 `redacted_keys`, so a reader of the trail sees that something was withheld.
 """
 
@@ -31,7 +31,7 @@ FORBIDDEN_KEY_WORDS = (
     "path",
     "email",
 )
-#: Longest text value kept; longer text is more likely free text than an id or a code.
+#: Maximum length of a kept text value, because longer text is more likely free text.
 MAX_TEXT_LENGTH = 200
 #: Most entries of a list value.
 MAX_LIST_LENGTH = 50

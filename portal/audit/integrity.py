@@ -134,6 +134,7 @@ def anchor_chain_heads(storage) -> list[str]:
     """Write each chain's head to `audit/<chain>/heads/<UTC time>.json`; return the keys."""
     now = utcnow()
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
+
     with all_clinics():
         heads = db.session.scalars(select(AuditChainHead).order_by(AuditChainHead.chain)).all()
         documents = [
@@ -148,6 +149,7 @@ def anchor_chain_heads(storage) -> list[str]:
             for head in heads
         ]
     db.session.commit()
+
     settings = current_app.config["PORTAL_SETTINGS"]
     retain_until = None
     if settings.audit_anchor_retention_days > 0:

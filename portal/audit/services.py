@@ -195,7 +195,7 @@ def _lock_chain_head(chain: str, clinic_id: uuid.UUID | None) -> tuple[int, str]
 def record_view(action: str, *, target_type: str, target_id, details: dict | None = None) -> None:
     """Record that the request's caller viewed something, and commit.
 
-    Views that only read call it: their transaction holds nothing else to commit.
+    Views that only read call it, because their transaction contains nothing else to commit.
     """
     record(action, target_type=target_type, target_id=target_id, details=details)
     db.session.commit()
@@ -247,9 +247,9 @@ def record_denied_request(*, status: int, code: str) -> None:
 
     Called by the error handler after it rolled the request's transaction back. The
     event goes to the caller's clinic when one is known, so a doctor of clinic A who
-    requests clinic B's study leaves the event in clinic A's trail; an unauthenticated
+    requests clinic B's study leaves the event in clinic A's trail. An unauthenticated
     call goes to the platform chain. A database error here is logged, not raised, so
-    that the caller still gets its 4xx answer.
+    that the caller still gets its 4xx response.
     """
     target_type, target_id = _denied_target()
     try:

@@ -14,7 +14,7 @@ import pytest
 from portal.audit.models import ActorType, Outcome
 from tests.web.audit_helpers import EventWatch, assert_clean, events_of
 from tests.web.clinic_helpers import create_invitation
-from tests.web.conftest import post_multipart, zip_bytes
+from tests.web.conftest import mark_succeeded, post_multipart, zip_bytes
 
 
 def bearer(token: str) -> dict:
@@ -55,38 +55,9 @@ def api_key_id(app, token: str) -> str:
 
 
 def make_succeeded(app, study_id: uuid.UUID) -> None:
-    """Move the study's attempt to succeeded with a model-grid image and mask."""
-    from portal.extensions import db
-    from portal.studies.models import (
-        ARTIFACT_FILE_NAMES,
-        Artifact,
-        ArtifactKind,
-        Study,
-        StudyStatus,
-    )
-    from portal.tenancy import all_clinics
+    from portal.studies.models import ArtifactKind
 
-    with app.app_context(), all_clinics():
-        attempt = db.session.get(Study, study_id).latest_attempt
-        for status in (
-            StudyStatus.CONVERTING,
-            StudyStatus.INFERENCE_QUEUED,
-            StudyStatus.INFERENCE_RUNNING,
-            StudyStatus.WRITING_RESULTS,
-            StudyStatus.SUCCEEDED,
-        ):
-            attempt.move_to(status)
-        for kind in (ArtifactKind.IMAGE_NIFTI, ArtifactKind.MASK_NIFTI):
-            db.session.add(
-                Artifact(
-                    study_id=study_id,
-                    attempt_id=attempt.id,
-                    clinic_id=attempt.clinic_id,
-                    kind=kind,
-                    storage_key=f"clinics/x/studies/{study_id}/{ARTIFACT_FILE_NAMES[kind]}",
-                )
-            )
-        db.session.commit()
+    mark_succeeded(app, study_id, [ArtifactKind.IMAGE_NIFTI, ArtifactKind.MASK_NIFTI])
 
 
 @pytest.fixture

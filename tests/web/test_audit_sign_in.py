@@ -6,14 +6,13 @@ from sqlalchemy import select
 
 from portal.audit.models import ActorType, Outcome
 from tests.devidp.conftest import DOCTOR
+from tests.web import test_sign_in_flow as sign_in_flow
 from tests.web.audit_helpers import EventWatch, assert_clean
-from tests.web.test_sign_in_flow import (  # noqa: F401 - fixtures
-    app,
-    callback_path,
-    devidp,
-    provider_redirect,
-    start_sign_in,
-)
+from tests.web.test_sign_in_flow import callback_path, provider_redirect, start_sign_in
+
+# The dev identity provider and the app signed in through it, as in the sign-in tests.
+devidp = sign_in_flow.devidp
+app = sign_in_flow.app
 
 
 def demo_doctor(app):

@@ -1,7 +1,7 @@
 """`audit verify` and `audit anchor` against chains tampered with by the tables' owner.
 
 The owner switches the append-only trigger off for the length of one change, as an
-attacker with the owner's password could; the application's role cannot do that.
+attacker with the owner's password could. The application's role cannot do that.
 """
 
 from __future__ import annotations
