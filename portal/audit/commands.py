@@ -6,10 +6,12 @@ import sys
 import uuid
 
 import click
+from botocore.exceptions import BotoCoreError, ClientError
 from flask import current_app
 from flask.cli import AppGroup
 
 from portal.audit.models import PLATFORM_CHAIN
+from portal.storage import StorageUnavailable
 
 audit_cli = AppGroup("audit", help="Check the audit trail's hash chains.")
 
@@ -44,16 +46,21 @@ def verify_command(clinic: str | None, anchors: bool) -> None:
 
     chain = _chain_option(clinic)
     storage = current_app.extensions["portal_storage"] if anchors else None
-    reports = verify_chains(chain, storage=storage)
+    try:
+        reports = verify_chains(chain, storage=storage)
+    except (BotoCoreError, ClientError, StorageUnavailable) as error:
+        raise click.ClickException(
+            f"the anchored chain heads could not be read from object storage "
+            f"({type(error).__name__}); fix the storage settings or run with --no-anchors"
+        ) from None
     broken = 0
     for report in reports:
         if report.broken is None:
-            click.echo(f"ok {report.chain}: {report.event_count} events")
+            noun = "event" if report.event_count == 1 else "events"
+            click.echo(f"ok {report.chain}: {report.event_count} {noun}")
         else:
             broken += 1
             click.echo(f"BROKEN {report.broken.describe()}")
-    if chain is not None and not reports:
-        click.echo(f"no events for chain {chain}")
     if broken:
         click.echo(f"{broken} of {len(reports)} chains are broken", err=True)
         sys.exit(1)

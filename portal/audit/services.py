@@ -213,7 +213,9 @@ def record_in_user_clinics(action: str, *, user, outcome: Outcome | str = Outcom
     if not memberships:
         record(action, outcome=outcome, actor=AuditActor.for_user(user))
         return
-    for membership in memberships:
+    # A fixed order of clinics keeps two such calls from locking chain heads in opposite
+    # orders, which PostgreSQL would end as a deadlock.
+    for membership in sorted(memberships, key=lambda item: str(item.clinic_id)):
         record(
             action,
             outcome=outcome,
@@ -251,6 +253,8 @@ def record_denied_request(*, status: int, code: str) -> None:
     call goes to the platform chain. A database error here is logged, not raised, so
     that the caller still gets its 4xx response.
     """
+    # NOTE: API requests without a valid credential are not rate limited (the limit is
+    # keyed by the authenticated key or user), so each one writes a platform event.
     target_type, target_id = _denied_target()
     try:
         record(

@@ -244,3 +244,26 @@ def test_application_role_sees_only_its_clinic_events(app, make_clinic):
         visible = db.session.execute(text("SELECT clinic_id FROM audit_event")).scalars().all()
 
     assert visible == [clinic_a]
+
+
+@both_databases
+def test_user_events_go_to_each_clinic(app, make_clinic, make_user):
+    from portal.audit.services import record_in_user_clinics
+    from portal.clinics.models import Membership, Role, User
+
+    clinic_a, clinic_b = make_clinic("A"), make_clinic("B")
+    user_id = make_user(clinic_a)
+    with app.app_context(), all_clinics():
+        db.session.add(Membership(user_id=user_id, clinic_id=clinic_b, role=Role.ADMIN))
+        db.session.commit()
+    with app.app_context():
+        record_in_user_clinics("auth.sign_in", user=db.session.get(User, user_id))
+        db.session.commit()
+        events_a = chain_events(str(clinic_a))
+        events_b = chain_events(str(clinic_b))
+        platform = chain_events(PLATFORM_CHAIN)
+
+    assert [(event.action, event.actor_role) for event in events_a] == [("auth.sign_in", "doctor")]
+    assert [(event.action, event.actor_role) for event in events_b] == [("auth.sign_in", "admin")]
+    assert events_a[0].actor_id == str(user_id)
+    assert platform == []

@@ -247,3 +247,20 @@ def test_negative_anchor_retention_rejected():
 
     with pytest.raises(ConfigurationError, match="AUDIT_ANCHOR_RETENTION_DAYS=-1"):
         Settings.from_env({"AUDIT_ANCHOR_RETENTION_DAYS": "-1"})
+
+
+def test_verify_without_storage_names_the_fix(make_app, make_clinic):
+    # Nothing listens on the discard port of the loopback address, so every call fails.
+    app = make_app(s3_endpoint_url="http://127.0.0.1:9", storage_retry_window_s=0.1)
+    clinic_id = make_clinic()
+    with app.app_context():
+        record("study.viewed", clinic_id=clinic_id)
+        db.session.commit()
+
+    with_anchors = verify(app)
+    without_anchors = verify(app, "--no-anchors")
+
+    assert with_anchors.exit_code == 1
+    assert "could not be read from object storage" in with_anchors.output
+    assert "--no-anchors" in with_anchors.output
+    assert without_anchors.exit_code == 0, without_anchors.output
