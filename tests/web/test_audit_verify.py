@@ -264,3 +264,20 @@ def test_verify_without_storage_names_the_fix(make_app, make_clinic):
     assert "could not be read from object storage" in with_anchors.output
     assert "--no-anchors" in with_anchors.output
     assert without_anchors.exit_code == 0, without_anchors.output
+
+
+def test_hourly_task_anchors_chain_heads(app, clinic_chain):
+    from datetime import datetime
+
+    from portal import tasks
+
+    clinic_id, _ids = clinic_chain
+    with app.app_context():
+        tasks.anchor_audit_chains.call_local()
+        keys = app.extensions["portal_storage"].list_keys(f"audit/{clinic_id}/heads/")
+
+    due_at_minute_7 = [task.name for task in tasks.huey.read_periodic(datetime(2026, 1, 1, 3, 7))]
+    due_at_minute_8 = [task.name for task in tasks.huey.read_periodic(datetime(2026, 1, 1, 3, 8))]
+    assert len(keys) == 1
+    assert "anchor_audit_chains" in due_at_minute_7
+    assert "anchor_audit_chains" not in due_at_minute_8
