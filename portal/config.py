@@ -120,7 +120,7 @@ class Settings:
     aws_secret_access_key: str = ""
     presigned_url_ttl_s: int = MAX_PRESIGNED_URL_TTL_S
     #: Bucket of the audit chain heads; empty uses S3_BUCKET. Production uses its own
-    #: bucket with S3 Object Lock, so that locked versions never hold study data.
+    #: bucket with S3 Object Lock, so that locked versions never contain study data.
     audit_anchor_bucket: str = ""
     #: Days each chain head stays locked (Object Lock, compliance mode); 0 requests no lock.
     audit_anchor_retention_days: int = 0
