@@ -300,6 +300,9 @@ def worker_health_command(max_age_s: float) -> None:
 
 
 def register_cli(app: Flask) -> None:
+    from portal.audit.commands import audit_cli
+
+    app.cli.add_command(audit_cli)
     app.cli.add_command(clinics_cli)
     app.cli.add_command(api_keys_cli)
     app.cli.add_command(operators_cli)

@@ -119,6 +119,11 @@ class Settings:
     aws_access_key_id: str = ""
     aws_secret_access_key: str = ""
     presigned_url_ttl_s: int = MAX_PRESIGNED_URL_TTL_S
+    #: Bucket of the audit chain heads; empty uses S3_BUCKET. Production uses its own
+    #: bucket with S3 Object Lock, so that locked versions never contain study data.
+    audit_anchor_bucket: str = ""
+    #: Days each chain head stays locked (Object Lock, compliance mode); 0 requests no lock.
+    audit_anchor_retention_days: int = 0
     cognito_region: str = ""
     cognito_user_pool_id: str = ""
     cognito_client_id: str = ""
@@ -263,6 +268,13 @@ class Settings:
             raise ConfigurationError(
                 f"INVITATION_TTL_DAYS={invitation_ttl_days} must be at least 1"
             )
+        anchor_retention_days = _parse_int(
+            "AUDIT_ANCHOR_RETENTION_DAYS", get("AUDIT_ANCHOR_RETENTION_DAYS", "0")
+        )
+        if anchor_retention_days < 0:
+            raise ConfigurationError(
+                f"AUDIT_ANCHOR_RETENTION_DAYS={anchor_retention_days} must be 0 (no lock) or more"
+            )
         return cls(
             secret_key=get("SECRET_KEY") or DEV_SECRET_KEY_PREFIX + secrets.token_hex(16),
             portal_base_url=get("PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
@@ -279,6 +291,8 @@ class Settings:
             aws_access_key_id=get("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=get("AWS_SECRET_ACCESS_KEY"),
             presigned_url_ttl_s=ttl,
+            audit_anchor_bucket=get("AUDIT_ANCHOR_BUCKET"),
+            audit_anchor_retention_days=anchor_retention_days,
             cognito_region=get("COGNITO_REGION"),
             cognito_user_pool_id=get("COGNITO_USER_POOL_ID"),
             cognito_client_id=get("COGNITO_CLIENT_ID"),

@@ -14,6 +14,9 @@ from portal.extensions import db
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+#: Refusals that leave an `access.denied` audit event: no or a bad credential (401), a
+#: missing right (403) and a resource that does not exist for the caller (404).
+AUDITED_DENIAL_STATUSES = (401, 403, 404)
 
 
 class UserFacingError(Exception):
@@ -107,6 +110,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(UserFacingError)
     def handle_user_facing(error: UserFacingError):
         db.session.rollback()
+        if error.status in AUDITED_DENIAL_STATUSES:
+            from portal.audit.services import record_denied_request
+
+            record_denied_request(status=error.status, code=error.code)
         if wants_problem_json():
             response = problem(error.status, error.code, str(error.title), error.detail())
             if error.status == 401:

@@ -202,6 +202,49 @@ class Storage:
         logger.info("published object %s (%d bytes)", key, size_bytes)
         return size_bytes
 
+    def put_bytes(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str,
+        bucket: str | None = None,
+        retain_until: datetime | None = None,
+    ) -> None:
+        """Store a small object whole in `bucket` (default: the portal's), retrying.
+
+        With `retain_until`, the object is locked until then in Object Lock's compliance
+        mode, which S3 accepts only in a bucket created with Object Lock enabled.
+        """
+        extra = {}
+        if retain_until is not None:
+            extra = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": retain_until}
+        self.retrying(
+            lambda: self._client.put_object(
+                Bucket=bucket or self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                **extra,
+            ),
+            what="put",
+        )
+        logger.info("stored object %s (%d bytes)", key, len(body))
+
+    def read_bytes(self, key: str, *, bucket: str | None = None) -> bytes:
+        response = self.retrying(
+            lambda: self._client.get_object(Bucket=bucket or self.bucket, Key=key), what="get"
+        )
+        return response["Body"].read()
+
+    def list_keys(self, prefix: str, *, bucket: str | None = None) -> list[str]:
+        """Return every key under `prefix` in `bucket` (default: the portal's)."""
+        keys = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket or self.bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return keys
+
     def download_file(self, key: str, path: Path) -> Path:
         self.retrying(
             lambda: self._client.download_file(self.bucket, key, str(path)), what="download"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from flask import Flask, current_app, has_app_context
+from huey import crontab
 
 from portal.db_types import utcnow
 from portal.extensions import db
@@ -45,6 +46,8 @@ INFERENCE_RESULT_FILE_NAME = "inference_result.npz"
 PROCESSING_INTERRUPTED = "processing_interrupted"
 PROCESSING_TIMED_OUT = "processing_timed_out"
 STORAGE_UNAVAILABLE = "storage_unavailable"
+#: Minute of each hour at which the audit chain heads are anchored in object storage.
+AUDIT_ANCHOR_MINUTE = 7
 #: Inference progress (0-100 at the provider) fills this part of the study's progress bar.
 INFERENCE_PROGRESS_START, INFERENCE_PROGRESS_END = 40, 90
 
@@ -573,6 +576,15 @@ def purge_study_objects(*, study_id: str) -> None:
         storage = current_app.extensions["portal_storage"]
         deleted = storage.delete_prefix(study_prefix(study.clinic_id, study.id))
         logger.info("deleted %d objects of study %s", deleted, study_id)
+
+
+@huey.periodic_task(crontab(minute=str(AUDIT_ANCHOR_MINUTE)))
+def anchor_audit_chains() -> None:
+    """Copy each audit chain's head to object storage, once an hour."""
+    from portal.audit.integrity import anchor_chain_heads
+
+    with _app().app_context():
+        anchor_chain_heads(current_app.extensions["portal_storage"])
 
 
 def label_statistics(mask_zyx: np.ndarray, affine_ras: np.ndarray) -> list[dict]:

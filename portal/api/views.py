@@ -8,6 +8,8 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 from flask_babel import lazy_gettext as _l
 
 from portal.api.auth import api_key_required
+from portal.audit import actions
+from portal.audit.services import record_view
 from portal.categories import load_categories
 from portal.errors import UserFacingError
 from portal.extensions import csrf, db
@@ -207,7 +209,14 @@ def create_study():
 @api_key_required
 def get_study(study_id):
     study = services.get_study_or_404(study_id, clinic=g.clinic)
-    return jsonify(study_json(study) | {"progress": status_json(study)["progress"]})
+    body = study_json(study) | {"progress": status_json(study)["progress"]}
+    record_view(
+        actions.STUDY_VIEWED,
+        target_type="study",
+        target_id=study.id,
+        details={"channel": "api", "report_included": body["report"] is not None},
+    )
+    return jsonify(body)
 
 
 @bp.get("/studies/<study_id>/status/")
@@ -225,6 +234,7 @@ def get_study_result(study_id):
     links = services.result_links(
         study, storage=current_app.extensions["portal_storage"], locale=request_locale()
     )
+    db.session.commit()
     return jsonify(
         {
             "id": str(study.id),
@@ -285,4 +295,10 @@ def delete_study(study_id):
 @api_key_required
 def list_attempts(study_id):
     study = services.get_study_or_404(study_id, clinic=g.clinic)
+    record_view(
+        actions.STUDY_VIEWED,
+        target_type="study",
+        target_id=study.id,
+        details={"channel": "api", "part": "attempts"},
+    )
     return jsonify({"id": str(study.id), "attempts": [attempt_json(a) for a in study.attempts]})

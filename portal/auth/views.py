@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import requests
 from authlib.common.errors import AuthlibBaseError
@@ -10,6 +11,9 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 
+from portal.audit import actions
+from portal.audit.models import Outcome
+from portal.audit.services import record, record_in_user_clinics
 from portal.auth.oidc import provider, provider_logout_url
 from portal.auth.rate_limits import sign_in_rate_limit
 from portal.auth.safe_redirect import safe_next_path
@@ -30,7 +34,14 @@ def _portal_url(endpoint: str) -> str:
     return settings.portal_base_url + url_for(endpoint)
 
 
-def _sign_in_failed(message: str, *, status: int = 400):
+def _sign_in_failed(message: str, *, status: int = 400, reason: str | None = None):
+    """Render the sign-in error page; with a `reason`, record a failed sign-in first.
+
+    The person is not known at this point, so the event goes to the platform chain.
+    """
+    if reason is not None:
+        record(actions.SIGN_IN, outcome=Outcome.FAILED, details={"reason": reason})
+        db.session.commit()
     return render_template("auth/error.html", message=message), status
 
 
@@ -62,24 +73,30 @@ def callback():
         # is enough for the logs, and the page tells the user what to do next.
         logger.warning("identity provider returned error %s", request.args.get("error")[:64])
         if request.args.get("error") == "access_denied":
-            return _sign_in_failed(_("The sign-in was cancelled."))
-        return _sign_in_failed(_("The identity provider did not sign you in."))
+            return _sign_in_failed(_("The sign-in was cancelled."), reason="cancelled")
+        return _sign_in_failed(
+            _("The identity provider did not sign you in."), reason="provider_error"
+        )
     try:
         token = client.authorize_access_token()
     except AuthlibBaseError as error:
         # A wrong or missing state, a replayed or expired code and an ID token that fails
         # its checks (nonce, issuer, audience, signature) all end here.
         logger.warning("sign-in callback rejected: %s", type(error).__name__)
-        return _sign_in_failed(_("The sign-in could not be completed."))
+        return _sign_in_failed(
+            _("The sign-in could not be completed."), reason=_error_code(type(error).__name__)
+        )
     except requests.RequestException as error:
         logger.warning("identity provider unreachable at sign-in: %s", type(error).__name__)
         return _sign_in_failed(
-            _("The identity provider could not be reached. Try again in a minute."), status=502
+            _("The identity provider could not be reached. Try again in a minute."),
+            status=502,
+            reason="provider_unreachable",
         )
     claims = token.get("userinfo") or {}
     if not claims.get("sub"):
         logger.warning("sign-in callback rejected: no ID token claims")
-        return _sign_in_failed(_("The sign-in could not be completed."))
+        return _sign_in_failed(_("The sign-in could not be completed."), reason="no_claims")
 
     settings = current_app.config["PORTAL_SETTINGS"]
     user = user_from_claims(settings.issuer, dict(claims))
@@ -89,6 +106,7 @@ def callback():
     session.clear()
     session[SESSION_TOKEN_KEY] = start_session(user.id)
     session.permanent = True
+    record_in_user_clinics(actions.SIGN_IN, user=user)
     db.session.commit()
     login_user(user)
     if user.locale:
@@ -101,6 +119,8 @@ def callback():
 def logout():
     settings = current_app.config["PORTAL_SETTINGS"]
     user_id = current_user.get_id() if current_user.is_authenticated else None
+    if current_user.is_authenticated:
+        record_in_user_clinics(actions.SIGN_OUT, user=current_user)
     end_session(session.get(SESSION_TOKEN_KEY), reason="logout")
     db.session.commit()
     locale = session.get("locale")
@@ -118,6 +138,11 @@ def logout():
         logger.warning("identity provider unreachable at sign-out: %s", type(error).__name__)
         target = None
     return redirect(target or return_to)
+
+
+def _error_code(class_name: str) -> str:
+    """Convert an exception class name such as `MismatchingStateError` to snake case."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()[:64]
 
 
 @bp.get("/signed-out")

@@ -19,6 +19,8 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
+from portal import audit
+from portal.audit import actions
 from portal.clinics.errors import (
     AlreadyMember,
     EmailNotVerified,
@@ -155,6 +157,7 @@ def invite(
     db.session.add(invitation)
     db.session.flush()
     _send_invitation_email(invitation, token, settings=settings)
+    _record_invitation(actions.INVITATION_SENT, invitation, resent=False)
     logger.info(
         "user %s created invitation %s to clinic %s with role %s",
         invited_by.id if invited_by else "-",
@@ -207,6 +210,7 @@ def resend_invitation(invitation: Invitation, *, actor: User, settings: Settings
     invitation.expires_at = now + timedelta(days=settings.invitation_ttl_days)
     db.session.flush()
     _send_invitation_email(invitation, token, settings=settings)
+    _record_invitation(actions.INVITATION_SENT, invitation, resent=True)
     logger.info(
         "user %s resent invitation %s of clinic %s", actor.id, invitation.id, invitation.clinic_id
     )
@@ -219,6 +223,7 @@ def revoke_invitation(invitation: Invitation, *, actor: User) -> Invitation:
         raise InvitationNotPending()
     invitation.revoked_at = utcnow()
     db.session.flush()
+    _record_invitation(actions.INVITATION_REVOKED, invitation)
     logger.info(
         "user %s revoked invitation %s of clinic %s", actor.id, invitation.id, invitation.clinic_id
     )
@@ -294,6 +299,12 @@ def accept_invitation(token: str, *, user: User, settings: Settings) -> Membersh
     invitation.accepted_at = now
     invitation.accepted_by_user_id = user.id
     db.session.flush()
+    _record_invitation(
+        actions.INVITATION_ACCEPTED,
+        invitation,
+        actor=audit.AuditActor.for_user(user, role=invitation.role),
+        membership_id=str(membership.id),
+    )
     logger.info(
         "user %s accepted invitation %s and joined clinic %s as %s",
         user.id,
@@ -302,6 +313,18 @@ def accept_invitation(token: str, *, user: User, settings: Settings) -> Membersh
         invitation.role,
     )
     return membership
+
+
+def _record_invitation(action: str, invitation: Invitation, *, actor=None, **details) -> None:
+    # The event names the invitation by id and role; the invited address stays out of it.
+    audit.record(
+        action,
+        target_type="invitation",
+        target_id=invitation.id,
+        clinic_id=invitation.clinic_id,
+        actor=actor,
+        details={"role": str(invitation.role), **details},
+    )
 
 
 def mask_email(email: str) -> str:

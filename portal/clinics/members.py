@@ -12,6 +12,8 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
+from portal import audit
+from portal.audit import actions
 from portal.clinics.errors import LastAdmin
 from portal.clinics.invitations import parse_role
 from portal.clinics.models import Clinic, Membership, MembershipStatus, Role, User
@@ -94,6 +96,13 @@ def change_role(membership: Membership, role: str | Role, *, actor: User) -> Mem
     previous = membership.role
     membership.role = role
     db.session.flush()
+    audit.record(
+        actions.MEMBER_ROLE_CHANGED,
+        target_type="membership",
+        target_id=membership.id,
+        clinic_id=membership.clinic_id,
+        details={"user_id": str(membership.user_id), "from": str(previous), "to": str(role)},
+    )
     logger.info(
         "user %s changed membership %s of clinic %s from %s to %s",
         actor.id,
@@ -125,6 +134,13 @@ def remove_member(membership: Membership, *, actor: User) -> Membership:
         from portal.auth.sessions import end_user_sessions
 
         end_user_sessions(membership.user_id, reason="membership_removed")
+    audit.record(
+        actions.MEMBER_REMOVED,
+        target_type="membership",
+        target_id=membership.id,
+        clinic_id=membership.clinic_id,
+        details={"user_id": str(membership.user_id), "role": str(membership.role)},
+    )
     logger.info(
         "user %s removed membership %s (user %s) from clinic %s",
         actor.id,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from portal import audit
+from portal.audit import actions
 from portal.clinics.errors import SeatLimitReached
 from portal.clinics.models import (
     ApiKey,
@@ -178,6 +180,13 @@ def create_api_key(
     )
     db.session.add(api_key)
     db.session.flush()
+    audit.record(
+        actions.API_KEY_CREATED,
+        target_type="api_key",
+        target_id=api_key.id,
+        clinic_id=clinic.id,
+        details={"key_id": key_id, "expires": expires_at is not None},
+    )
     logger.info("created API key %s for clinic %s", key_id, clinic.id)
     return api_key, f"{API_KEY_PREFIX}{key_id}_{secret}"
 
@@ -208,6 +217,13 @@ def revoke_api_key(api_key: ApiKey, *, revoked_by: User | None = None) -> None:
     if api_key.revoked_at is not None:
         return
     api_key.revoked_at = utcnow()
+    audit.record(
+        actions.API_KEY_REVOKED,
+        target_type="api_key",
+        target_id=api_key.id,
+        clinic_id=api_key.clinic_id,
+        details={"key_id": api_key.key_id},
+    )
     logger.info(
         "revoked API key %s of clinic %s by user %s",
         api_key.key_id,

@@ -18,6 +18,8 @@ from typing import BinaryIO
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 
+from portal import audit
+from portal.audit import actions
 from portal.categories import Category, categories_by_key, load_categories
 from portal.clinics.models import ApiKey, Clinic, User
 from portal.db_types import utcnow
@@ -207,6 +209,13 @@ def create_study(
         db.session.flush()
     finally:
         path.unlink(missing_ok=True)
+    audit.record(
+        actions.STUDY_UPLOADED,
+        target_type="study",
+        target_id=study.id,
+        clinic_id=clinic.id,
+        details={"size_bytes": size_bytes, "categories": study.requested_categories},
+    )
     logger.info("study %s uploaded to clinic %s (%d bytes)", study.id, clinic.id, size_bytes)
     return study
 
@@ -224,6 +233,18 @@ def cancel_study(study: Study, *, actor: Actor) -> Attempt:
 
     The worker holding the attempt notices at its next lease renewal or poll and stops.
     """
+    attempt = _cancel_latest_attempt(study, actor=actor)
+    audit.record(
+        actions.STUDY_CANCELLED,
+        target_type="study",
+        target_id=study.id,
+        clinic_id=study.clinic_id,
+        details={"attempt": attempt.number},
+    )
+    return attempt
+
+
+def _cancel_latest_attempt(study: Study, *, actor: Actor) -> Attempt:
     attempt = study.latest_attempt
     if attempt is None or attempt.status.is_terminal:
         raise StudyNotCancellable()
@@ -264,6 +285,13 @@ def rerun_study(study: Study, *, actor: Actor, series_id: str | None = None) -> 
     )
     study.attempts.append(attempt)
     db.session.flush()
+    audit.record(
+        actions.STUDY_RERUN,
+        target_type="study",
+        target_id=study.id,
+        clinic_id=study.clinic_id,
+        details={"attempt": number, "series_picked": attempt.requested_series_id is not None},
+    )
     logger.info("study %s runs again as attempt %d", study.id, number)
     return attempt
 
@@ -277,11 +305,18 @@ def delete_study(study: Study, *, actor: Actor) -> Attempt | None:
     cancelled = None
     attempt = study.latest_attempt
     if attempt is not None and not attempt.status.is_terminal:
-        cancelled = cancel_study(study, actor=actor)
+        cancelled = _cancel_latest_attempt(study, actor=actor)
     study.deleted_at = utcnow()
     study.deleted_by_user_id = actor.user_id
     study.deleted_by_api_key_id = actor.api_key_id
     db.session.flush()
+    audit.record(
+        actions.STUDY_DELETED,
+        target_type="study",
+        target_id=study.id,
+        clinic_id=study.clinic_id,
+        details={"cancelled_attempt": cancelled.number if cancelled is not None else None},
+    )
     logger.info("study %s deleted", study.id)
     return cancelled
 
@@ -382,6 +417,8 @@ def result_links(
 ) -> ResultLinks:
     """Presign the latest successful attempt's image and mask for the browser.
 
+    Records a `result.urls_issued` event in the caller's transaction; the caller commits.
+
     With `prefer_native`, the native pair (the series at its own resolution and the mask on
     it) is used when the attempt has both. Otherwise, and by default, the model-grid pair.
     """
@@ -401,6 +438,18 @@ def result_links(
         raise StudyNotSucceeded()
     image_url, expires_at = storage.presigned_get_url(image.storage_key)
     mask_url, _mask_expiry = storage.presigned_get_url(mask.storage_key)
+    # The event names the artifacts, never the URLs: a presigned URL grants access.
+    audit.record(
+        actions.RESULT_URLS_ISSUED,
+        target_type="study",
+        target_id=study.id,
+        clinic_id=study.clinic_id,
+        details={
+            "artifacts": [str(image.kind), str(mask.kind)],
+            "attempt": attempt.number,
+            "grid": grid,
+        },
+    )
     logger.info(
         "presigned %s image and mask of study %s attempt %s", grid, study.id, attempt.number
     )

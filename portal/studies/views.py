@@ -19,6 +19,8 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from portal.api.views import status_json
+from portal.audit import actions
+from portal.audit.services import record_view
 from portal.categories import load_categories
 from portal.clinics.context import clinic_member_required
 from portal.errors import format_bytes
@@ -72,8 +74,15 @@ def upload():
 @clinic_member_required
 def detail(study_id):
     study = services.get_study_or_404(study_id, clinic=g.clinic)
+    report_context = _report_context(study)
+    record_view(
+        actions.STUDY_VIEWED,
+        target_type="study",
+        target_id=study.id,
+        details={"channel": "page", "report_included": report_context["report"] is not None},
+    )
     return render_template(
-        "studies/detail.html", study=study, **_status_context(study), **_report_context(study)
+        "studies/detail.html", study=study, **_status_context(study), **report_context
     )
 
 
@@ -97,6 +106,12 @@ def viewer(study_id):
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     if study.latest_successful_attempt is None:
         return redirect(url_for("studies.detail", study_id=study.id))
+    record_view(
+        actions.VIEWER_OPENED,
+        target_type="study",
+        target_id=study.id,
+        details={"attempt": study.latest_successful_attempt.number},
+    )
     return render_template("studies/viewer.html", study=study)
 
 
@@ -111,6 +126,7 @@ def viewer_data(study_id):
         locale=request_locale(),
         prefer_native=True,
     )
+    db.session.commit()
     response = jsonify(
         {
             "image_url": links.image_url,

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
+from portal import audit
+from portal.audit import actions
 from portal.clinics.models import Clinic, User
 from portal.db_types import utcnow
 from portal.errors import NotFound, UserFacingError
@@ -100,6 +102,12 @@ def create_endpoint(
     )
     db.session.add(endpoint)
     db.session.flush()
+    audit.record(
+        actions.WEBHOOK_REGISTERED,
+        target_type="webhook_endpoint",
+        target_id=endpoint.id,
+        details={"events": chosen, "scheme": url.split(":", 1)[0].lower()},
+    )
     logger.info(
         "user %s registered webhook endpoint %s of clinic %s for %s",
         created_by.id if created_by else "-",
@@ -147,6 +155,11 @@ def set_endpoint_active(endpoint: WebhookEndpoint, active: bool, *, actor: User)
     """
     endpoint.is_active = active
     db.session.flush()
+    audit.record(
+        actions.WEBHOOK_ENABLED if active else actions.WEBHOOK_DISABLED,
+        target_type="webhook_endpoint",
+        target_id=endpoint.id,
+    )
     logger.info(
         "user %s %s webhook endpoint %s",
         actor.id,
@@ -160,6 +173,7 @@ def delete_endpoint(endpoint: WebhookEndpoint, *, actor: User) -> None:
     endpoint_id = endpoint.id
     db.session.delete(endpoint)
     db.session.flush()
+    audit.record(actions.WEBHOOK_DELETED, target_type="webhook_endpoint", target_id=endpoint_id)
     logger.info("user %s deleted webhook endpoint %s", actor.id, endpoint_id)
 
 

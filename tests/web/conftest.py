@@ -206,3 +206,34 @@ def _flatten(fields: dict):
                 yield name, item
         else:
             yield name, value
+
+
+def mark_succeeded(app, study_id, kinds) -> None:
+    """Move a study's latest attempt to succeeded and give it artifacts of `kinds`.
+
+    The storage keys are only recorded, not uploaded: presigning needs no object.
+    """
+    from portal.extensions import db
+    from portal.studies.models import ARTIFACT_FILE_NAMES, Artifact, Study, StudyStatus
+
+    with app.app_context(), all_clinics():
+        attempt = db.session.get(Study, study_id).latest_attempt
+        for status in (
+            StudyStatus.CONVERTING,
+            StudyStatus.INFERENCE_QUEUED,
+            StudyStatus.INFERENCE_RUNNING,
+            StudyStatus.WRITING_RESULTS,
+            StudyStatus.SUCCEEDED,
+        ):
+            attempt.move_to(status)
+        for kind in kinds:
+            db.session.add(
+                Artifact(
+                    study_id=study_id,
+                    attempt_id=attempt.id,
+                    clinic_id=attempt.clinic_id,
+                    kind=kind,
+                    storage_key=f"clinics/x/studies/{study_id}/{ARTIFACT_FILE_NAMES[kind]}",
+                )
+            )
+        db.session.commit()

@@ -212,6 +212,11 @@ MATRIX: dict[str, Entry] = {
         web(a=403, b=403, admin_b=404, admin_a=302),
         same_as_missing=("admin_b", "operator"),
     ),
+    # The audit trail: admins of the current clinic only, each seeing their own clinic's.
+    "GET /clinic/audit/": Entry("/clinic/audit/", web(a=403, b=403, admin_a=200, admin_b=200)),
+    "GET /clinic/audit/export.csv": Entry(
+        "/clinic/audit/export.csv", web(a=403, b=403, admin_a=200, admin_b=200)
+    ),
     # Invitation links: public page; acceptance needs the invited, verified e-mail.
     "GET /invitations/<token>": Entry("/invitations/{token}", everyone(200)),
     "POST /invitations/<token>/accept": Entry(
@@ -252,6 +257,9 @@ MATRIX: dict[str, Entry] = {
         api(a=403, b=403, admin_b=404, key=403) | {"admin_a": 200},
         json={"user_id": "{target_user}"},
         same_as_missing=("admin_b",),
+    ),
+    "GET /api/audit/events/": Entry(
+        "/api/audit/events/", api(a=403, b=403, admin_b=200, key=403) | {"admin_a": 200}
     ),
     "POST /api/studies/": Entry("/api/studies/", api(a=202, b=202), upload=True),
     "GET /api/studies/<study_id>/": Entry(

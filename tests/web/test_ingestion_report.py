@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.web.conftest import post_multipart, zip_bytes
+from tests.web.conftest import mark_succeeded, post_multipart, zip_bytes
 
 REPORT = {
     "version": 1,
@@ -162,14 +162,7 @@ def test_api_study_detail_has_report(app, client, make_clinic, make_api_key, que
 def test_viewer_data_prefers_native_pair(
     app, client, make_clinic, make_user, login, queued, with_native
 ):
-    from portal.extensions import db
-    from portal.studies.models import (
-        ARTIFACT_FILE_NAMES,
-        Artifact,
-        ArtifactKind,
-        Study,
-        StudyStatus,
-    )
+    from portal.studies.models import ArtifactKind
 
     login(make_user(make_clinic()))
     study_path = _upload(client)
@@ -177,27 +170,7 @@ def test_viewer_data_prefers_native_pair(
     kinds = [ArtifactKind.IMAGE_NIFTI, ArtifactKind.MASK_NIFTI]
     if with_native:
         kinds += [ArtifactKind.NATIVE_NIFTI, ArtifactKind.MASK_NATIVE_NIFTI]
-    with app.app_context():
-        attempt = db.session.get(Study, study_id).latest_attempt
-        for status in (
-            StudyStatus.CONVERTING,
-            StudyStatus.INFERENCE_QUEUED,
-            StudyStatus.INFERENCE_RUNNING,
-            StudyStatus.WRITING_RESULTS,
-            StudyStatus.SUCCEEDED,
-        ):
-            attempt.move_to(status)
-        for kind in kinds:
-            db.session.add(
-                Artifact(
-                    study_id=study_id,
-                    attempt_id=attempt.id,
-                    clinic_id=attempt.clinic_id,
-                    kind=kind,
-                    storage_key=f"clinics/x/studies/{study_id}/{ARTIFACT_FILE_NAMES[kind]}",
-                )
-            )
-        db.session.commit()
+    mark_succeeded(app, study_id, kinds)
 
     data = client.get(f"{study_path}/viewer-data").get_json()
 

@@ -656,3 +656,49 @@ def test_transport_checks_certificate_and_sends_sni(tmp_path):
     assert trusted.status == 200
     assert server_names == ["hooks.example.com", "hooks.example.com"]
     assert receiver.requests[0]["headers"]["Host"] == f"hooks.example.com:{target.port}"
+
+
+# Audit: registering, enabling, disabling and deleting an endpoint each leave an event.
+
+
+def webhook_events(app, clinic_id, watch):
+    from tests.web.audit_helpers import assert_clean
+
+    events = [event for event in watch.new_events() if event.action.startswith("webhook.")]
+    for event in events:
+        assert_clean(event)
+    return events
+
+
+def test_register_records_webhook_registered(hooks_app, clinic, admin, receiver):
+    from tests.web.audit_helpers import EventWatch
+
+    watch = EventWatch(hooks_app, clinic)
+    endpoint_id, _secret = registered(admin, receiver.url, events=("study.failed",))
+
+    (event,) = webhook_events(hooks_app, clinic, watch)
+    assert event.action == "webhook.registered"
+    assert event.actor_role == "admin"
+    assert (event.target_type, event.target_id) == ("webhook_endpoint", endpoint_id)
+    assert event.details == {"events": ["study.failed"], "scheme": "http"}
+
+
+def test_enable_disable_delete_record_their_events(
+    hooks_app, clinic, admin, receiver, queued_endpoints
+):
+    from tests.web.audit_helpers import EventWatch
+
+    endpoint_id, _secret = registered(admin, receiver.url)
+    watch = EventWatch(hooks_app, clinic)
+
+    assert admin.post(f"/clinic/webhooks/{endpoint_id}/disable").status_code == 302
+    assert admin.post(f"/clinic/webhooks/{endpoint_id}/enable").status_code == 302
+    assert admin.post(f"/clinic/webhooks/{endpoint_id}/delete").status_code == 302
+
+    events = webhook_events(hooks_app, clinic, watch)
+    assert [event.action for event in events] == [
+        "webhook.disabled",
+        "webhook.enabled",
+        "webhook.deleted",
+    ]
+    assert {event.target_id for event in events} == {endpoint_id}
