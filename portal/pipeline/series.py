@@ -38,6 +38,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from .archive import ArchiveContents, ArchiveMember, SkippedMember
+from .charset import check_character_set
 from .errors import (
     MultiplePatients,
     NoDicomFound,
@@ -56,6 +57,14 @@ from .geometry import (
     stack_geometry,
 )
 from .report import PipelineWarning
+from .truncation import (
+    EndTrackingStream,
+    MemberTruncated,
+    check_fragments_end,
+    expects_pixel_data,
+    has_part10_prefix,
+    has_short_value,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -290,10 +299,9 @@ def discover_series(contents: ArchiveContents) -> StudyIndex:
     warnings: list[PipelineWarning] = []
     parsed: list[_ParsedFile] = []
     for member in contents.members:
-        result = _parse_member(member)
-        if isinstance(result, PipelineWarning):
-            warnings.append(result)
-        else:
+        result, member_warnings = _parse_member(member)
+        warnings.extend(member_warnings)
+        if result is not None:
             parsed.append(result)
 
     if not parsed:
@@ -387,26 +395,35 @@ def _raise_for_no_usable_series(candidates: Sequence[SeriesCandidate]) -> None:
     raise NoUsableSeries(series_count=len(candidates))
 
 
-def _parse_member(member: ArchiveMember) -> _ParsedFile | PipelineWarning:
+def _parse_member(member: ArchiveMember) -> tuple[_ParsedFile | None, list[PipelineWarning]]:
+    """Parse one member's header; return the parsed file (None when skipped) and its warnings."""
+    index = member.member_index
+    if member.size_bytes == 0:
+        return None, [PipelineWarning("member_empty", index)]
     # Only the exception's type is logged: pydicom's messages can quote header values.
     try:
         dataset, pixel_value = _read_header(member)
+    except MemberTruncated:
+        logger.warning("Member %d is truncated", index)
+        return None, [PipelineWarning("member_truncated", index)]
     except InvalidDicomError:
-        return PipelineWarning("member_not_dicom", member.member_index)
+        return None, [PipelineWarning("member_not_dicom", index)]
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
-        logger.warning("Member %d could not be parsed: %s", member.member_index, type(exc).__name__)
-        return PipelineWarning("member_unreadable", member.member_index)
+        logger.warning("Member %d could not be parsed: %s", index, type(exc).__name__)
+        return None, [PipelineWarning("member_unreadable", index)]
 
+    warnings = []
+    charset_problem = check_character_set(dataset)
+    if charset_problem is not None:
+        warnings.append(PipelineWarning(f"character_set_{charset_problem}", index))
     try:
-        return _parsed_file(member, dataset, pixel_value)
+        return _parsed_file(member, dataset, pixel_value), warnings
     except _PixelDataTooLarge:
-        logger.warning("Member %d declares more pixel data than it holds", member.member_index)
-        return PipelineWarning("member_pixel_data_size", member.member_index)
+        logger.warning("Member %d declares more pixel data than it holds", index)
+        return None, [*warnings, PipelineWarning("member_pixel_data_size", index)]
     except Exception as exc:  # noqa: BLE001 - a damaged element surfaces only when read
-        logger.warning(
-            "Member %d has invalid header values: %s", member.member_index, type(exc).__name__
-        )
-        return PipelineWarning("member_unreadable", member.member_index)
+        logger.warning("Member %d has invalid header values: %s", index, type(exc).__name__)
+        return None, [*warnings, PipelineWarning("member_unreadable", index)]
 
 
 class _PixelDataTooLarge(ValueError):
@@ -420,47 +437,69 @@ def _read_header(member: ArchiveMember) -> tuple[Dataset, int | None | bool]:
     there is one, so a position short of the member's end means pixel data follows. Returns
     the data set and the offset of the pixel data value in the member: an int when its
     length is defined, True when the data is encapsulated, False without pixel data.
+
+    pydicom stops quietly at the end of the data, so truncation is detected here: a read
+    cut short, an element value shorter than its length, pixel data shorter than declared,
+    or an image header (Rows, or an image storage SOP class) with no pixel data after it.
+    Raises `MemberTruncated` for those, `InvalidDicomError` for a file that is not DICOM.
     """
     size = member.size_bytes
     with member.open() as handle:
+        stream = EndTrackingStream(handle)
+        is_part10 = has_part10_prefix(handle)
         try:
-            dataset = pydicom.dcmread(handle, stop_before_pixels=True)
-        except InvalidDicomError:
-            # No 128-byte preamble and "DICM" prefix: try a bare data set.
-            handle.seek(0)
-            dataset = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
+            try:
+                dataset = pydicom.dcmread(stream, stop_before_pixels=True)
+            except InvalidDicomError:
+                # No 128-byte preamble and "DICM" prefix: try a bare data set.
+                stream.seek(0)
+                dataset = pydicom.dcmread(stream, stop_before_pixels=True, force=True)
+        except Exception:
+            if is_part10 and stream.reached_end:
+                raise MemberTruncated() from None
+            raise
+        looks_like_dicom = _looks_like_dicom(dataset)
+        if (is_part10 or looks_like_dicom) and (
+            stream.ended_inside_read or has_short_value(dataset)
+        ):
+            raise MemberTruncated()
         pixel_value: int | bool = False
         if handle.tell() < size:
             pixel_value = _pixel_value_offset(handle, size)
-    if not _looks_like_dicom(dataset):
+    if not looks_like_dicom:
+        if is_part10:
+            raise MemberTruncated()
         raise InvalidDicomError("no SOP Class, SOP Instance, Modality or Series UID")
+    if pixel_value is False and expects_pixel_data(dataset):
+        raise MemberTruncated()
     return dataset, pixel_value
 
 
 def _pixel_value_offset(handle: BinaryIO, size: int) -> int | bool:
     """Check the pixel data element's length; return its value offset, or True if undefined.
 
-    `handle` is positioned at the element's tag. Raises ValueError when the element claims
-    more bytes than the member holds. Encapsulated (undefined length) data is not checked
-    here; a damaged fragment fails when the series is decoded.
+    `handle` is positioned at the element's tag. Raises `MemberTruncated` when the element
+    claims more bytes than the member holds, or when encapsulated data ends before its
+    sequence delimiter. The content of the fragments is checked only when it is decoded.
     """
     start = handle.tell()
     header = handle.read(12)
     if len(header) < 8:
-        raise ValueError("pixel data element is truncated")
+        raise MemberTruncated()
     byte_order = ">" if header[:2] == b"\x7f\xe0" else "<"
     if header[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV") and header[6:8] == b"\0\0":
         if len(header) < 12:
-            raise ValueError("pixel data element is truncated")
+            raise MemberTruncated()
         (length,) = struct.unpack(byte_order + "I", header[8:12])
         value_start = start + 12
     else:
         (length,) = struct.unpack(byte_order + "I", header[4:8])
         value_start = start + 8
     if length == _UNDEFINED_LENGTH:
+        check_fragments_end(handle, size)
         return True
     if value_start + length > size:
-        raise ValueError("pixel data is shorter than its declared length")
+        raise MemberTruncated()
     return value_start
 
 
@@ -514,11 +553,21 @@ def _parsed_file(member: ArchiveMember, dataset: Dataset, pixel_value: int | boo
 
 
 def _patient_key(dataset: Dataset) -> str | None:
-    patient_id = str(_get(dataset, "PatientID") or "").strip()
-    patient_name = str(_get(dataset, "PatientName") or "").strip()
+    """Hash Patient ID and Patient's Name, keeping only ASCII letters and digits of each.
+
+    A text decoded with the wrong character set differs only in its non-ASCII characters
+    ("JOSÉ", "JOSÃ\x89", "JOS\ufffd"), and exports differ in separators ("SILVA^MARIA",
+    "SILVA MARIA"), so neither makes one patient count as two.
+    """
+    patient_id = _ascii_alphanumerics(_get(dataset, "PatientID"))
+    patient_name = _ascii_alphanumerics(_get(dataset, "PatientName"))
     if not (patient_id or patient_name):
         return None
     return hashlib.sha256(f"{patient_id}|{patient_name}".encode()).hexdigest()
+
+
+def _ascii_alphanumerics(value: Any) -> str:
+    return "".join(char for char in str(value or "").upper() if char.isascii() and char.isalnum())
 
 
 def _transfer_syntax(dataset: Dataset) -> str:

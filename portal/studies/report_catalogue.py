@@ -47,6 +47,20 @@ WARNING_MESSAGES = {
     "member_unreadable": _l(
         "File %(member_index)s of the ZIP could not be read as DICOM; skipped."
     ),
+    "member_empty": _l("File %(member_index)s of the ZIP is empty (0 bytes); skipped."),
+    "member_truncated": _l(
+        "File %(member_index)s of the ZIP is incomplete (it ends before its image data); "
+        "skipped. Export the study again if this file belongs to the chosen series."
+    ),
+    "character_set_unknown": _l(
+        "File %(member_index)s of the ZIP declares an unknown character set. Its images were "
+        "used; names and descriptions in it may show wrong accented letters."
+    ),
+    "character_set_mismatch": _l(
+        "File %(member_index)s of the ZIP has text that does not match its declared "
+        "character set. Its images were used; names and descriptions in it may show wrong "
+        "accented letters."
+    ),
     "member_pixel_data_size": _l(
         "File %(member_index)s of the ZIP declares more image data than it holds; skipped."
     ),

@@ -30,6 +30,14 @@ def test_every_pipeline_and_inference_code_has_a_message():
     assert expected - set(STUDY_ERROR_MESSAGES) == set()
 
 
+def test_every_warning_and_reason_translated():
+    from portal.pipeline import REASON_TEXTS, WARNING_TEXTS
+    from portal.studies.report_catalogue import REASON_MESSAGES, WARNING_MESSAGES
+
+    assert set(WARNING_TEXTS) - set(WARNING_MESSAGES) == set()
+    assert set(REASON_TEXTS) - set(REASON_MESSAGES) == set()
+
+
 def test_label_statistics_uses_voxel_volume():
     from portal.tasks import label_statistics
 
