@@ -43,6 +43,10 @@ WARNING_TEXTS: dict[str, str] = {
         "Member {member_index} is an identical copy of the slice at the same position and "
         "was dropped."
     ),
+    "pixel_sign_mismatch": (
+        "The JPEG 2000 stream of member {member_index} is signed where Pixel Representation "
+        "says unsigned, or the reverse; its values were read as Pixel Representation says."
+    ),
     "member_pixel_data_size": (
         "Member {member_index} declares more pixel data than it holds and was skipped."
     ),

@@ -36,6 +36,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
 
 from .archive import ArchiveContents, ArchiveMember, SkippedMember
 from .charset import check_character_set
@@ -47,6 +48,7 @@ from .errors import (
     SeriesNotUsable,
     SliceGap,
     UnsupportedModality,
+    UnsupportedTransferSyntax,
 )
 from .geometry import (
     POSITION_TOLERANCE_MM,
@@ -116,6 +118,9 @@ REASON_TEXTS: dict[str, str] = {
     "not_grayscale": "Colour images cannot be converted to a CT or MR volume.",
     "missing_geometry": "Image position, orientation or pixel spacing is missing.",
     "slice_gap": "The slice positions leave a gap of more than twice the median step.",
+    "unsupported_transfer_syntax": (
+        "The pixel data is stored in a transfer syntax that the installed decoders cannot read."
+    ),
     "mosaic": (
         "Siemens MOSAIC image: several slices are tiled in one image. Export the series "
         "without MOSAIC (as single slices) to use it."
@@ -374,8 +379,39 @@ def choose_series(index: StudyIndex, series_id: str | None = None) -> SeriesCand
     return chosen
 
 
+def can_decode(transfer_syntax: str) -> bool:
+    """Return whether pydicom, with the installed plugins, decodes this transfer syntax.
+
+    Native syntaxes (little and big endian, deflated) always decode. An encapsulated one
+    needs an available decoder plugin, and a UID pydicom does not know never decodes.
+    """
+    uid = pydicom.uid.UID(transfer_syntax)
+    if not uid.is_transfer_syntax:
+        return False
+    if not uid.is_encapsulated:
+        return True
+    try:
+        return get_decoder(uid).is_available
+    except NotImplementedError:
+        return False
+
+
+def _unsupported_transfer_syntax(candidate: SeriesCandidate) -> UnsupportedTransferSyntax:
+    uid = next(
+        pydicom.uid.UID(header.pixel_format.transfer_syntax)
+        for header in candidate.slices
+        if header.pixel_format and not can_decode(header.pixel_format.transfer_syntax)
+    )
+    # The keyword ("HEVCMP51") is letters and digits only, so it passes the filter on
+    # stored error params. A UID that pydicom does not know has no keyword.
+    keyword = uid.keyword if uid.is_transfer_syntax and uid.keyword else "unregistered"
+    return UnsupportedTransferSyntax(transfer_syntax=keyword, transfer_syntax_uid=str(uid))
+
+
 def _raise_for_skipped(candidate: SeriesCandidate) -> None:
     """Raise the error for a series the caller forced although it is skipped."""
+    if candidate.reason_code == "unsupported_transfer_syntax":
+        raise _unsupported_transfer_syntax(candidate)
     if candidate.reason_code == "slice_gap":
         raise SliceGap(gap_mm=candidate.stack.max_step_mm, step_mm=candidate.stack.median_step_mm)
     if candidate.reason_code == "unsupported_modality":
@@ -389,6 +425,8 @@ def _raise_for_no_usable_series(candidates: Sequence[SeriesCandidate]) -> None:
         largest = max(images, key=lambda c: (c.slice_count, len(c.slices)))
         if largest.reason_code == "slice_gap":
             raise SliceGap(gap_mm=largest.stack.max_step_mm, step_mm=largest.stack.median_step_mm)
+        if largest.reason_code == "unsupported_transfer_syntax":
+            raise _unsupported_transfer_syntax(largest)
         modalities = {c.modality for c in images}
         if all(c.reason_code == "unsupported_modality" for c in images):
             raise UnsupportedModality(modality=", ".join(sorted(modalities)) or "unknown")
@@ -464,7 +502,12 @@ def _read_header(member: ArchiveMember) -> tuple[Dataset, int | None | bool]:
         ):
             raise MemberTruncated()
         pixel_value: int | bool = False
-        if handle.tell() < size:
+        if _transfer_syntax(dataset) == pydicom.uid.DeflatedExplicitVRLittleEndian:
+            # pydicom inflated the data set into its own buffer, so the position of `handle`
+            # does not show where pixel data is. Deflated files are rare: read it again, whole.
+            handle.seek(0)
+            pixel_value = "PixelData" in pydicom.dcmread(handle)
+        elif handle.tell() < size:
             pixel_value = _pixel_value_offset(handle, size)
     if not looks_like_dicom:
         if is_part10:
@@ -603,7 +646,9 @@ def _pixel_format(member: ArchiveMember, dataset: Dataset, pixel_value: int | bo
     pixel_format = replace(pixel_format, padding_range=_padding_range(dataset, pixel_format))
     uid = pydicom.uid.UID(transfer_syntax)
     is_deflated = transfer_syntax == pydicom.uid.DeflatedExplicitVRLittleEndian
-    if not uid.is_compressed and not is_deflated:
+    # A UID that pydicom does not know as a transfer syntax is treated as compressed.
+    is_compressed = not uid.is_transfer_syntax or uid.is_compressed
+    if not is_compressed and not is_deflated:
         # Native data (little or big endian) is stored as is: it must fit in the member.
         if pixel_format.expected_bytes > member.size_bytes:
             raise _PixelDataTooLarge()
@@ -914,6 +959,11 @@ def _assess(candidate: SeriesCandidate, files: list[_ParsedFile]) -> None:
         if s.pixel_format
     ):
         candidate.reason_code = "not_grayscale"
+        return
+    if any(
+        not can_decode(s.pixel_format.transfer_syntax) for s in candidate.slices if s.pixel_format
+    ):
+        candidate.reason_code = "unsupported_transfer_syntax"
         return
     if "MOSAIC" in image_types:
         candidate.reason_code = "mosaic"

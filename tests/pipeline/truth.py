@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
@@ -38,3 +39,9 @@ def ras_centroid(mask_zyx: np.ndarray, affine_ras: np.ndarray) -> np.ndarray:
     k, j, i = np.nonzero(mask_zyx)
     ijk = np.c_[i, j, k, np.ones(len(i))]
     return (affine_ras @ ijk.T).T[:, :3].mean(axis=0)
+
+
+def load_nifti_zyx(path) -> tuple[np.ndarray, np.ndarray]:
+    """Load a NIfTI image as a (z, y, x) array with its RAS affine."""
+    image = nib.load(path)
+    return np.asanyarray(image.dataobj).transpose(2, 1, 0), image.affine
