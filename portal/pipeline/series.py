@@ -505,8 +505,8 @@ def _read_header(member: ArchiveMember) -> tuple[Dataset, int | None | bool]:
         if _transfer_syntax(dataset) == pydicom.uid.DeflatedExplicitVRLittleEndian:
             # pydicom inflated the data set into its own buffer, so the position of `handle`
             # does not show where pixel data is. Deflated files are rare: read it again, whole.
-            handle.seek(0)
-            pixel_value = "PixelData" in pydicom.dcmread(handle)
+            stream.seek(0)
+            pixel_value = "PixelData" in pydicom.dcmread(stream)
         elif handle.tell() < size:
             pixel_value = _pixel_value_offset(handle, size)
     if not looks_like_dicom:
