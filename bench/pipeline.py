@@ -121,6 +121,11 @@ def time_dcm2niix(zip_path: Path, work: Path, dcm2niix: str) -> tuple[float, flo
     return timed(["/bin/sh", "-c", command])
 
 
+def _load_average() -> str:
+    """Return the 1, 5 and 15 minute load averages: the machine may be shared."""
+    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def best_of(repeat: int, run) -> tuple[float, float]:
     results = [run() for _ in range(repeat)]
     return min(r[0] for r in results), max(r[1] for r in results)
@@ -144,8 +149,12 @@ def main() -> int:
     cases = [(size, False) for size in args.sizes]
     if not args.no_j2k:
         cases.append((140, True))
-    print("| slices | encoding | portal s | portal MiB | dcm2niix s | dcm2niix MiB | ratio |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print(f"# load average at start: {_load_average()}")
+    print(
+        "| slices | encoding | portal s | portal MiB | dcm2niix s | dcm2niix MiB | ratio "
+        "| load after |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         work = Path(tmp)
         for size, j2k in cases:
@@ -157,7 +166,8 @@ def main() -> int:
             encoding = "JPEG 2000" if j2k else "uncompressed"
             print(
                 f"| {size} | {encoding} | {portal[0]:.2f} | {portal[1]:.0f} | "
-                f"{reference[0]:.2f} | {reference[1]:.0f} | {portal[0] / reference[0]:.2f} |",
+                f"{reference[0]:.2f} | {reference[1]:.0f} | {portal[0] / reference[0]:.2f} | "
+                f"{_load_average()} |",
                 flush=True,
             )
             zip_path.unlink()

@@ -23,6 +23,7 @@ from .errors import (
     SeriesNotUsable,
     SliceGap,
     UnsupportedModality,
+    UnsupportedTransferSyntax,
 )
 from .nifti import (
     NativeNiftiWriter,
@@ -69,6 +70,7 @@ __all__ = [
     "SliceGap",
     "StudyIndex",
     "UnsupportedModality",
+    "UnsupportedTransferSyntax",
     "Volume",
     "average_slabs",
     "choose_series",

@@ -12,7 +12,12 @@ import numpy as np
 
 from .archive import DEFAULT_LIMITS, ArchiveLimits, read_archive
 from .errors import PipelineError
-from .nifti import NativeNiftiWriter, write_image_nifti, write_native_nifti
+from .nifti import (
+    NativeNiftiWriter,
+    native_file_affine,
+    write_image_nifti,
+    write_native_nifti,
+)
 from .npz import write_inference_npz
 from .report import PipelineWarning, build_report, write_report
 from .resample import (
@@ -107,7 +112,7 @@ def convert_study(
             )
         writer = None
         if _native_fits(_planned_native_bytes(chosen), native_max_bytes):
-            writer = NativeNiftiWriter(native_path)
+            writer = NativeNiftiWriter(native_path, reverse_rows=True)
         volume = load_volume(chosen, warnings, sink=writer)
 
     # The native writer compresses in its thread while the model grid is computed here.
@@ -123,6 +128,7 @@ def convert_study(
     image_path = write_image_nifti(hu_zyx, affine_ras, work_dir / IMAGE_NAME)
 
     written_native = _finish_native(volume, writer, native_path, native_max_bytes, warnings)
+    native_affine_ras = native_file_affine(volume.affine_ras, volume.hu_zyx.shape[1])
 
     output = {
         "shape_zyx": list(target_shape_zyx),
@@ -131,7 +137,7 @@ def convert_study(
         "modality": volume.modality,
         "native_shape_zyx": list(volume.hu_zyx.shape),
         "native_spacing_mm_zyx": [round(value, 6) for value in volume.spacing_mm],
-        "native_affine_ras": np.round(volume.affine_ras, 6).tolist(),
+        "native_affine_ras": np.round(native_affine_ras, 6).tolist(),
         "native_written": written_native is not None,
         "native_dtype": str(volume.hu_zyx.dtype),
         "slice_count": volume.slice_count,
@@ -161,7 +167,7 @@ def convert_study(
         series_id=chosen.series_id,
         warnings=tuple(warnings),
         native_path=written_native,
-        native_affine_ras=volume.affine_ras,
+        native_affine_ras=native_affine_ras,
         native_shape_zyx=tuple(volume.hu_zyx.shape),
     )
 
@@ -195,7 +201,7 @@ def _finish_native(
             )
         )
         return None
-    return write_native_nifti(volume.hu_zyx, volume.affine_ras, native_path)
+    return write_native_nifti(volume.hu_zyx, volume.affine_ras, native_path, reverse_rows=True)
 
 
 def inspect_study(

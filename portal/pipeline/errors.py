@@ -137,6 +137,17 @@ class PixelDecodeFailed(PipelineError):
     )
 
 
+class UnsupportedTransferSyntax(PipelineError):
+    """The series' pixel data is in a transfer syntax that no installed decoder reads."""
+
+    code = "unsupported_transfer_syntax"
+    message_template = (
+        "The series is stored in the transfer syntax {transfer_syntax} ({transfer_syntax_uid}), "
+        "which the portal cannot decode. Export the study uncompressed (Explicit VR Little "
+        "Endian), as JPEG Lossless or as JPEG 2000."
+    )
+
+
 class MultiplePatients(PipelineError):
     """The images of the upload belong to more than one patient."""
 
@@ -168,6 +179,7 @@ ERROR_CODES: dict[str, str] = {
         SliceGap,
         InconsistentGeometry,
         PixelDecodeFailed,
+        UnsupportedTransferSyntax,
         MultiplePatients,
         UnsupportedModality,
     )

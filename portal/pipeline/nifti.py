@@ -149,18 +149,33 @@ def native_nifti_header(
     return header
 
 
+def native_file_affine(affine_ras: np.ndarray, rows: int) -> np.ndarray:
+    """Return the affine of `native.nii.gz`, which stores each slice's rows last to first.
+
+    dcm2niix 1.0.20260724 stores rows in that order too, so both files carry the same
+    orientation codes: L, A, S for an axial series rather than L, P, S. `affine_ras` maps
+    the (column, row, slice) indices of the volume.
+    """
+    flip_rows = np.eye(4)
+    flip_rows[1, 1] = -1.0
+    flip_rows[1, 3] = rows - 1
+    return np.asarray(affine_ras, dtype=np.float64) @ flip_rows
+
+
 class NativeNiftiWriter:
     """Write a gzip-compressed NIfTI-1 volume slice by slice, compressing in a thread.
 
     A NIfTI volume stores x fastest, then y, then z, which is the memory order of a C-order
-    (z, y, x) array, so each slice is appended as it comes. zlib and ISA-L release the GIL
-    while they compress, so the thread compresses one slice while the caller decodes the
-    next. Use `start`, `write_slice` per slice, then `finish`; `abort` removes the file.
-    Values are written as given: int16 or float32 arrays, no scaling.
+    (z, y, x) array, so each slice is appended as it comes. With `reverse_rows`, each
+    slice's rows are written last to first with the affine of `native_file_affine`. zlib
+    and ISA-L release the GIL while they compress, so the thread compresses one slice while
+    the caller decodes the next. Use `start`, `write_slice` per slice, then `finish`;
+    `abort` removes the file. Values are written as given: int16 or float32, no scaling.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, reverse_rows: bool = False) -> None:
         self.path = Path(path)
+        self.reverse_rows = reverse_rows
         self.completed = False
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=_QUEUE_SLICES)
         self._thread: threading.Thread | None = None
@@ -172,8 +187,13 @@ class NativeNiftiWriter:
     def start(
         self, shape_zyx: tuple[int, int, int], dtype: np.dtype, affine_ras: np.ndarray
     ) -> None:
-        """Write the header and start the compressing thread."""
-        header = native_nifti_header(shape_zyx, dtype, affine_ras)
+        """Write the header and start the compressing thread; `affine_ras` is the volume's."""
+        self.affine_ras = (
+            native_file_affine(affine_ras, int(shape_zyx[1]))
+            if self.reverse_rows
+            else np.asarray(affine_ras, dtype=np.float64)
+        )
+        header = native_nifti_header(shape_zyx, dtype, self.affine_ras)
         self._dtype = np.dtype(dtype)
         self._expected_slices = int(shape_zyx[0])
         prefix = header.binaryblock + b"\0" * (_NIFTI_VOX_OFFSET - len(header.binaryblock))
@@ -188,7 +208,8 @@ class NativeNiftiWriter:
             return
         if self._error is not None:
             raise self._error
-        self._queue.put(np.ascontiguousarray(slice_yx, dtype=self._dtype))
+        rows = slice_yx[::-1] if self.reverse_rows else slice_yx
+        self._queue.put(np.ascontiguousarray(rows, dtype=self._dtype))
         self._written_slices += 1
 
     def finish(self) -> Path:
@@ -234,11 +255,16 @@ class NativeNiftiWriter:
                 pass
 
 
-def write_native_nifti(volume_zyx: np.ndarray, affine_ras: np.ndarray, path: Path) -> Path:
-    """Write a volume at its own resolution as gzip NIfTI, int16 when it is int16, else float32."""
+def write_native_nifti(
+    volume_zyx: np.ndarray, affine_ras: np.ndarray, path: Path, *, reverse_rows: bool = False
+) -> Path:
+    """Write a volume as gzip NIfTI, int16 when it is int16, else float32.
+
+    `reverse_rows` writes the rows of each slice last to first, as `native.nii.gz` stores them.
+    """
     volume = np.asarray(volume_zyx)
     dtype = np.dtype(np.int16) if volume.dtype == np.int16 else np.dtype(np.float32)
-    writer = NativeNiftiWriter(path)
+    writer = NativeNiftiWriter(path, reverse_rows=reverse_rows)
     writer.start(volume.shape, dtype, affine_ras)
     try:
         for slice_yx in volume:

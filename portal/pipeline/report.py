@@ -22,6 +22,19 @@ REPORT_VERSION = 1
 WARNING_TEXTS: dict[str, str] = {
     "member_not_dicom": "Member {member_index} is not a DICOM file and was skipped.",
     "member_unreadable": "Member {member_index} could not be read as DICOM and was skipped.",
+    "member_empty": "Member {member_index} is an empty file (0 bytes) and was skipped.",
+    "member_truncated": (
+        "Member {member_index} is truncated: the file ends before the data its header "
+        "declares. It was skipped."
+    ),
+    "character_set_unknown": (
+        "Member {member_index} declares an unknown character set; its images were read "
+        "and its text was decoded as Latin-1."
+    ),
+    "character_set_mismatch": (
+        "Member {member_index} has text that is invalid in its declared character set; its "
+        "images were read and its text was decoded as Latin-1."
+    ),
     "duplicate_instance": (
         "Member {member_index} repeats an image already read from member {first_index} "
         "and was skipped."
@@ -29,6 +42,10 @@ WARNING_TEXTS: dict[str, str] = {
     "duplicate_slice_dropped": (
         "Member {member_index} is an identical copy of the slice at the same position and "
         "was dropped."
+    ),
+    "pixel_sign_mismatch": (
+        "The JPEG 2000 stream of member {member_index} is signed where Pixel Representation "
+        "says unsigned, or the reverse; its values were read as Pixel Representation says."
     ),
     "member_pixel_data_size": (
         "Member {member_index} declares more pixel data than it holds and was skipped."

@@ -36,8 +36,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
 
 from .archive import ArchiveContents, ArchiveMember, SkippedMember
+from .charset import check_character_set
 from .errors import (
     MultiplePatients,
     NoDicomFound,
@@ -46,6 +48,7 @@ from .errors import (
     SeriesNotUsable,
     SliceGap,
     UnsupportedModality,
+    UnsupportedTransferSyntax,
 )
 from .geometry import (
     POSITION_TOLERANCE_MM,
@@ -56,6 +59,14 @@ from .geometry import (
     stack_geometry,
 )
 from .report import PipelineWarning
+from .truncation import (
+    EndTrackingStream,
+    MemberTruncated,
+    check_fragments_end,
+    expects_pixel_data,
+    has_part10_prefix,
+    has_short_value,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +118,9 @@ REASON_TEXTS: dict[str, str] = {
     "not_grayscale": "Colour images cannot be converted to a CT or MR volume.",
     "missing_geometry": "Image position, orientation or pixel spacing is missing.",
     "slice_gap": "The slice positions leave a gap of more than twice the median step.",
+    "unsupported_transfer_syntax": (
+        "The pixel data is stored in a transfer syntax that the installed decoders cannot read."
+    ),
     "mosaic": (
         "Siemens MOSAIC image: several slices are tiled in one image. Export the series "
         "without MOSAIC (as single slices) to use it."
@@ -290,10 +304,9 @@ def discover_series(contents: ArchiveContents) -> StudyIndex:
     warnings: list[PipelineWarning] = []
     parsed: list[_ParsedFile] = []
     for member in contents.members:
-        result = _parse_member(member)
-        if isinstance(result, PipelineWarning):
-            warnings.append(result)
-        else:
+        result, member_warnings = _parse_member(member)
+        warnings.extend(member_warnings)
+        if result is not None:
             parsed.append(result)
 
     if not parsed:
@@ -366,8 +379,39 @@ def choose_series(index: StudyIndex, series_id: str | None = None) -> SeriesCand
     return chosen
 
 
+def can_decode(transfer_syntax: str) -> bool:
+    """Return whether pydicom, with the installed plugins, decodes this transfer syntax.
+
+    Native syntaxes (little and big endian, deflated) always decode. An encapsulated one
+    needs an available decoder plugin, and a UID pydicom does not know never decodes.
+    """
+    uid = pydicom.uid.UID(transfer_syntax)
+    if not uid.is_transfer_syntax:
+        return False
+    if not uid.is_encapsulated:
+        return True
+    try:
+        return get_decoder(uid).is_available
+    except NotImplementedError:
+        return False
+
+
+def _unsupported_transfer_syntax(candidate: SeriesCandidate) -> UnsupportedTransferSyntax:
+    uid = next(
+        pydicom.uid.UID(header.pixel_format.transfer_syntax)
+        for header in candidate.slices
+        if header.pixel_format and not can_decode(header.pixel_format.transfer_syntax)
+    )
+    # The keyword ("HEVCMP51") is letters and digits only, so it passes the filter on
+    # stored error params. A UID that pydicom does not know has no keyword.
+    keyword = uid.keyword if uid.is_transfer_syntax and uid.keyword else "unregistered"
+    return UnsupportedTransferSyntax(transfer_syntax=keyword, transfer_syntax_uid=str(uid))
+
+
 def _raise_for_skipped(candidate: SeriesCandidate) -> None:
     """Raise the error for a series the caller forced although it is skipped."""
+    if candidate.reason_code == "unsupported_transfer_syntax":
+        raise _unsupported_transfer_syntax(candidate)
     if candidate.reason_code == "slice_gap":
         raise SliceGap(gap_mm=candidate.stack.max_step_mm, step_mm=candidate.stack.median_step_mm)
     if candidate.reason_code == "unsupported_modality":
@@ -381,32 +425,43 @@ def _raise_for_no_usable_series(candidates: Sequence[SeriesCandidate]) -> None:
         largest = max(images, key=lambda c: (c.slice_count, len(c.slices)))
         if largest.reason_code == "slice_gap":
             raise SliceGap(gap_mm=largest.stack.max_step_mm, step_mm=largest.stack.median_step_mm)
+        if largest.reason_code == "unsupported_transfer_syntax":
+            raise _unsupported_transfer_syntax(largest)
         modalities = {c.modality for c in images}
         if all(c.reason_code == "unsupported_modality" for c in images):
             raise UnsupportedModality(modality=", ".join(sorted(modalities)) or "unknown")
     raise NoUsableSeries(series_count=len(candidates))
 
 
-def _parse_member(member: ArchiveMember) -> _ParsedFile | PipelineWarning:
+def _parse_member(member: ArchiveMember) -> tuple[_ParsedFile | None, list[PipelineWarning]]:
+    """Parse one member's header; return the parsed file (None when skipped) and its warnings."""
+    index = member.member_index
+    if member.size_bytes == 0:
+        return None, [PipelineWarning("member_empty", index)]
     # Only the exception's type is logged: pydicom's messages can quote header values.
     try:
         dataset, pixel_value = _read_header(member)
+    except MemberTruncated:
+        logger.warning("Member %d is truncated", index)
+        return None, [PipelineWarning("member_truncated", index)]
     except InvalidDicomError:
-        return PipelineWarning("member_not_dicom", member.member_index)
+        return None, [PipelineWarning("member_not_dicom", index)]
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
-        logger.warning("Member %d could not be parsed: %s", member.member_index, type(exc).__name__)
-        return PipelineWarning("member_unreadable", member.member_index)
+        logger.warning("Member %d could not be parsed: %s", index, type(exc).__name__)
+        return None, [PipelineWarning("member_unreadable", index)]
 
+    warnings = []
+    charset_problem = check_character_set(dataset)
+    if charset_problem is not None:
+        warnings.append(PipelineWarning(f"character_set_{charset_problem}", index))
     try:
-        return _parsed_file(member, dataset, pixel_value)
+        return _parsed_file(member, dataset, pixel_value), warnings
     except _PixelDataTooLarge:
-        logger.warning("Member %d declares more pixel data than it holds", member.member_index)
-        return PipelineWarning("member_pixel_data_size", member.member_index)
+        logger.warning("Member %d declares more pixel data than it holds", index)
+        return None, [*warnings, PipelineWarning("member_pixel_data_size", index)]
     except Exception as exc:  # noqa: BLE001 - a damaged element surfaces only when read
-        logger.warning(
-            "Member %d has invalid header values: %s", member.member_index, type(exc).__name__
-        )
-        return PipelineWarning("member_unreadable", member.member_index)
+        logger.warning("Member %d has invalid header values: %s", index, type(exc).__name__)
+        return None, [*warnings, PipelineWarning("member_unreadable", index)]
 
 
 class _PixelDataTooLarge(ValueError):
@@ -420,47 +475,74 @@ def _read_header(member: ArchiveMember) -> tuple[Dataset, int | None | bool]:
     there is one, so a position short of the member's end means pixel data follows. Returns
     the data set and the offset of the pixel data value in the member: an int when its
     length is defined, True when the data is encapsulated, False without pixel data.
+
+    pydicom stops quietly at the end of the data, so truncation is detected here: a read
+    cut short, an element value shorter than its length, pixel data shorter than declared,
+    or an image header (Rows, or an image storage SOP class) with no pixel data after it.
+    Raises `MemberTruncated` for those, `InvalidDicomError` for a file that is not DICOM.
     """
     size = member.size_bytes
     with member.open() as handle:
+        stream = EndTrackingStream(handle)
+        is_part10 = has_part10_prefix(handle)
         try:
-            dataset = pydicom.dcmread(handle, stop_before_pixels=True)
-        except InvalidDicomError:
-            # No 128-byte preamble and "DICM" prefix: try a bare data set.
-            handle.seek(0)
-            dataset = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
+            try:
+                dataset = pydicom.dcmread(stream, stop_before_pixels=True)
+            except InvalidDicomError:
+                # No 128-byte preamble and "DICM" prefix: try a bare data set.
+                stream.seek(0)
+                dataset = pydicom.dcmread(stream, stop_before_pixels=True, force=True)
+        except Exception:
+            if is_part10 and stream.reached_end:
+                raise MemberTruncated() from None
+            raise
+        looks_like_dicom = _looks_like_dicom(dataset)
+        if (is_part10 or looks_like_dicom) and (
+            stream.ended_inside_read or has_short_value(dataset)
+        ):
+            raise MemberTruncated()
         pixel_value: int | bool = False
-        if handle.tell() < size:
+        if _transfer_syntax(dataset) == pydicom.uid.DeflatedExplicitVRLittleEndian:
+            # pydicom inflated the data set into its own buffer, so the position of `handle`
+            # does not show where pixel data is. Deflated files are rare: read it again, whole.
+            stream.seek(0)
+            pixel_value = "PixelData" in pydicom.dcmread(stream)
+        elif handle.tell() < size:
             pixel_value = _pixel_value_offset(handle, size)
-    if not _looks_like_dicom(dataset):
+    if not looks_like_dicom:
+        if is_part10:
+            raise MemberTruncated()
         raise InvalidDicomError("no SOP Class, SOP Instance, Modality or Series UID")
+    if pixel_value is False and expects_pixel_data(dataset):
+        raise MemberTruncated()
     return dataset, pixel_value
 
 
 def _pixel_value_offset(handle: BinaryIO, size: int) -> int | bool:
     """Check the pixel data element's length; return its value offset, or True if undefined.
 
-    `handle` is positioned at the element's tag. Raises ValueError when the element claims
-    more bytes than the member holds. Encapsulated (undefined length) data is not checked
-    here; a damaged fragment fails when the series is decoded.
+    `handle` is positioned at the element's tag. Raises `MemberTruncated` when the element
+    claims more bytes than the member holds, or when encapsulated data ends before its
+    sequence delimiter. The content of the fragments is checked only when it is decoded.
     """
     start = handle.tell()
     header = handle.read(12)
     if len(header) < 8:
-        raise ValueError("pixel data element is truncated")
+        raise MemberTruncated()
     byte_order = ">" if header[:2] == b"\x7f\xe0" else "<"
     if header[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV") and header[6:8] == b"\0\0":
         if len(header) < 12:
-            raise ValueError("pixel data element is truncated")
+            raise MemberTruncated()
         (length,) = struct.unpack(byte_order + "I", header[8:12])
         value_start = start + 12
     else:
         (length,) = struct.unpack(byte_order + "I", header[4:8])
         value_start = start + 8
     if length == _UNDEFINED_LENGTH:
+        check_fragments_end(handle, size)
         return True
     if value_start + length > size:
-        raise ValueError("pixel data is shorter than its declared length")
+        raise MemberTruncated()
     return value_start
 
 
@@ -514,11 +596,21 @@ def _parsed_file(member: ArchiveMember, dataset: Dataset, pixel_value: int | boo
 
 
 def _patient_key(dataset: Dataset) -> str | None:
-    patient_id = str(_get(dataset, "PatientID") or "").strip()
-    patient_name = str(_get(dataset, "PatientName") or "").strip()
+    """Hash Patient ID and Patient's Name, keeping only ASCII letters and digits of each.
+
+    A text decoded with the wrong character set differs only in its non-ASCII characters
+    ("JOSÉ", "JOSÃ\x89", "JOS\ufffd"), and exports differ in separators ("SILVA^MARIA",
+    "SILVA MARIA"), so neither makes one patient count as two.
+    """
+    patient_id = _ascii_alphanumerics(_get(dataset, "PatientID"))
+    patient_name = _ascii_alphanumerics(_get(dataset, "PatientName"))
     if not (patient_id or patient_name):
         return None
     return hashlib.sha256(f"{patient_id}|{patient_name}".encode()).hexdigest()
+
+
+def _ascii_alphanumerics(value: Any) -> str:
+    return "".join(char for char in str(value or "").upper() if char.isascii() and char.isalnum())
 
 
 def _transfer_syntax(dataset: Dataset) -> str:
@@ -554,7 +646,9 @@ def _pixel_format(member: ArchiveMember, dataset: Dataset, pixel_value: int | bo
     pixel_format = replace(pixel_format, padding_range=_padding_range(dataset, pixel_format))
     uid = pydicom.uid.UID(transfer_syntax)
     is_deflated = transfer_syntax == pydicom.uid.DeflatedExplicitVRLittleEndian
-    if not uid.is_compressed and not is_deflated:
+    # A UID that pydicom does not know as a transfer syntax is treated as compressed.
+    is_compressed = not uid.is_transfer_syntax or uid.is_compressed
+    if not is_compressed and not is_deflated:
         # Native data (little or big endian) is stored as is: it must fit in the member.
         if pixel_format.expected_bytes > member.size_bytes:
             raise _PixelDataTooLarge()
@@ -865,6 +959,11 @@ def _assess(candidate: SeriesCandidate, files: list[_ParsedFile]) -> None:
         if s.pixel_format
     ):
         candidate.reason_code = "not_grayscale"
+        return
+    if any(
+        not can_decode(s.pixel_format.transfer_syntax) for s in candidate.slices if s.pixel_format
+    ):
+        candidate.reason_code = "unsupported_transfer_syntax"
         return
     if "MOSAIC" in image_types:
         candidate.reason_code = "mosaic"

@@ -24,7 +24,9 @@ from typing import Protocol
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
 from pydicom.pixels import get_decoder
+from pydicom.pixels.utils import get_j2k_parameters
 
 from .errors import InconsistentGeometry, PixelDecodeFailed, SliceGap
 from .geometry import (
@@ -144,7 +146,7 @@ def load_volume(
     spacing_mm = (float(step), plane.row_spacing_mm, plane.column_spacing_mm)
 
     stream_to = sink if stack.is_regular else None
-    decoder = _SliceDecoder(candidate.modality)
+    decoder = _SliceDecoder(candidate.modality, warnings)
     ordered, streamed = _decode_stack(
         positions, decoder, plane, spacing_mm, origin, stream_to, warnings
     )
@@ -287,8 +289,9 @@ def _fits_int16(values: np.ndarray) -> bool:
 class _SliceDecoder:
     """Decode images to values, reading each member once and keeping its frames for reuse."""
 
-    def __init__(self, modality: str) -> None:
+    def __init__(self, modality: str, warnings: list[PipelineWarning]) -> None:
         self.modality = modality
+        self._warnings = warnings
         self._frames_member: int | None = None
         self._frames: np.ndarray | None = None
         self._dataset: Dataset | None = None
@@ -340,6 +343,8 @@ class _SliceDecoder:
         if self._frames_member != header.member_index:
             self._frames = None
             self._dataset, frames = _read_pixels(header.member.read_bytes(), header.member_index)
+            if _stream_sign_differs(self._dataset, pixel_format):
+                self._warnings.append(PipelineWarning("pixel_sign_mismatch", header.member_index))
             self._frames = frames[np.newaxis] if frames.ndim == 2 else frames
             self._frames_member = header.member_index
         frames = self._frames
@@ -372,6 +377,26 @@ def _read_pixels(data: bytes, member_index: int) -> tuple[Dataset, np.ndarray]:
         name = getattr(transfer_syntax, "name", str(transfer_syntax))
         raise PixelDecodeFailed(member_index=member_index, transfer_syntax=name) from exc
     return dataset, frames
+
+
+def _stream_sign_differs(dataset: Dataset, pixel_format: PixelFormat) -> bool:
+    """Return whether a JPEG 2000 codestream's signedness differs from Pixel Representation.
+
+    The decoded values then follow (0028,0103) Pixel Representation: pydicom 3.0's JPEG
+    2000 sign correction reinterprets the same Bits Stored bit pattern as signed or
+    unsigned, and `stored_to_values` sign-extends from Bits Stored.
+    NOTE: JPEG-LS and JPEG Lossless streams carry no signedness. Data encoded from signed
+    values under an unsigned header is therefore not detected, and it is read as unsigned.
+    """
+    uid = pydicom.uid.UID(pixel_format.transfer_syntax)
+    if uid not in pydicom.uid.JPEG2000TransferSyntaxes:
+        return False
+    try:
+        frame = get_frame(dataset.PixelData, 0, number_of_frames=pixel_format.frame_count)
+        is_signed = get_j2k_parameters(frame).get("is_signed")
+    except Exception:  # noqa: BLE001 - a damaged stream already decoded; no verdict then
+        return False
+    return is_signed is not None and bool(is_signed) != pixel_format.is_signed
 
 
 def decoding_plugin(transfer_syntax: pydicom.uid.UID) -> str:

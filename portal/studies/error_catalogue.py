@@ -58,6 +58,12 @@ STUDY_ERROR_MESSAGES = {
         "The images of the chosen series could not be decoded. Export the study again, "
         "preferably without compression."
     ),
+    "unsupported_transfer_syntax": _l(
+        "The images of the chosen series are stored in the transfer syntax "
+        "%(transfer_syntax)s, which the portal cannot decode. Export the study "
+        "uncompressed (Explicit VR Little Endian), as JPEG Lossless or as JPEG 2000, and "
+        "upload it again."
+    ),
     "modality_not_supported": _l(
         "The segmentation service does not support this modality. Upload a CT study."
     ),

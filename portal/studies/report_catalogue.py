@@ -31,6 +31,9 @@ REASON_MESSAGES = {
     "not_grayscale": _l("Colour images cannot be used as a CT or MR volume."),
     "missing_geometry": _l("Image position, orientation or pixel spacing is missing."),
     "slice_gap": _l("Slices are missing: a gap is larger than twice the usual slice step."),
+    "unsupported_transfer_syntax": _l(
+        "Stored in a compression (transfer syntax) the portal cannot decode."
+    ),
     "mosaic": _l(
         "Siemens MOSAIC image with several slices tiled in one image. Export the series "
         "without MOSAIC to use it."
@@ -46,6 +49,24 @@ WARNING_MESSAGES = {
     "member_not_dicom": _l("File %(member_index)s of the ZIP is not a DICOM file; skipped."),
     "member_unreadable": _l(
         "File %(member_index)s of the ZIP could not be read as DICOM; skipped."
+    ),
+    "member_empty": _l("File %(member_index)s of the ZIP is empty (0 bytes); skipped."),
+    "member_truncated": _l(
+        "File %(member_index)s of the ZIP is incomplete (it ends before its image data); "
+        "skipped. Export the study again if this file belongs to the chosen series."
+    ),
+    "character_set_unknown": _l(
+        "File %(member_index)s of the ZIP declares an unknown character set. Its images were "
+        "used; names and descriptions in it may show wrong accented letters."
+    ),
+    "character_set_mismatch": _l(
+        "File %(member_index)s of the ZIP has text that does not match its declared "
+        "character set. Its images were used; names and descriptions in it may show wrong "
+        "accented letters."
+    ),
+    "pixel_sign_mismatch": _l(
+        "The compressed image of file %(member_index)s of the ZIP disagrees with its header "
+        "on signed values; it was read as the header (Pixel Representation) declares."
     ),
     "member_pixel_data_size": _l(
         "File %(member_index)s of the ZIP declares more image data than it holds; skipped."

@@ -18,9 +18,14 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
     JPEGLosslessSV1,
+    JPEGLSLossless,
     MRImageStorage,
+    RLELossless,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
@@ -258,6 +263,47 @@ def jpeg_lossless_with_damaged_frames(spec: SeriesSpec) -> list[Dataset]:
         ds.PixelData = encapsulate([b"\xff\xd8" + b"\x00" * 64])
         ds["PixelData"].VR = "OB"
     return datasets
+
+
+def transcode(ds: Dataset, transfer_syntax: str) -> Dataset:
+    """Re-encode a slice in place in a lossless transfer syntax and return it.
+
+    Big endian data is byte-swapped here and deflated data is compressed by `dcmwrite`.
+    RLE uses pydicom's own encoder and JPEG-LS the test-only pyjpegls plugin.
+    """
+    if transfer_syntax == ExplicitVRBigEndian:
+        values = ds.pixel_array
+        ds.PixelData = values.astype(values.dtype.newbyteorder(">")).tobytes()
+    elif transfer_syntax == RLELossless:
+        ds.compress(RLELossless, encoding_plugin="pydicom")
+        return ds
+    elif transfer_syntax == JPEGLSLossless:
+        ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+        return ds
+    elif transfer_syntax != DeflatedExplicitVRLittleEndian:
+        raise ValueError(f"no test encoder for transfer syntax {transfer_syntax}")
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    return ds
+
+
+def encapsulate_frame(ds: Dataset, frame: bytes, transfer_syntax: str) -> Dataset:
+    """Replace the pixel data of a slice with one compressed frame in `transfer_syntax`."""
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    return ds
+
+
+def jpeg_baseline(ds: Dataset, stored: np.ndarray, quality: int = 95) -> Dataset:
+    """Store 8-bit `stored` values in a slice as lossy JPEG baseline, encoded by Pillow."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(stored.astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelRepresentation = 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    return encapsulate_frame(ds, buffer.getvalue(), JPEGBaseline8Bit)
 
 
 def structured_report() -> Dataset:

@@ -60,6 +60,46 @@ def test_reads_cp437_names_without_utf8_flag(make_zip):
         assert contents.members[1].read_bytes() == DICOM_PAYLOAD
 
 
+class _UnseekableSink(io.RawIOBase):
+    """A write-only stream without seek, so zipfile writes a data descriptor per member."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk) -> int:
+        self.data += chunk
+        return len(chunk)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["sizes-in-header", "data-descriptor"])
+def test_reads_stored_and_deflated_members_exactly(make_zip, tmp_path, streamed):
+    payloads = [DICOM_PAYLOAD + bytes(range(256)) * n for n in (0, 3, 400, 7)]
+    if streamed:
+        sink = _UnseekableSink()
+        with zipfile.ZipFile(sink, "w") as archive:
+            for n, payload in enumerate(payloads):
+                info = zipfile.ZipInfo(f"study/IM{n}")
+                info.compress_type = zipfile.ZIP_DEFLATED if n % 2 == 0 else zipfile.ZIP_STORED
+                with archive.open(info, "w") as target:
+                    target.write(payload)
+        zip_path = tmp_path / "streamed.zip"
+        zip_path.write_bytes(bytes(sink.data))
+        with zipfile.ZipFile(zip_path) as archive:
+            assert all(info.flag_bits & 0x08 for info in archive.infolist())
+    else:
+        zip_path = make_zip(
+            [ZipMember(f"study/IM{n}", p, compress=n % 2 == 0) for n, p in enumerate(payloads)]
+        )
+
+    with read_archive(zip_path) as contents:
+        read = [member.read_bytes() for member in contents.members]
+
+    assert read == payloads
+
+
 def test_rejects_member_name_over_255_bytes(make_zip):
     zip_path = make_zip([_member("study/IM1"), _member("study/" + "x" * 251)])
 

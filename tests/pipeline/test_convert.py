@@ -135,7 +135,7 @@ def test_warnings_name_members_by_index(make_zip, work_dir):
     members[3].data = members[3].data[:-300]  # the last slice, with truncated pixel data
     result = convert_study(make_zip(members), work_dir, **SMALL_GRID)
 
-    assert [(w.code, w.member_index) for w in result.warnings] == [("member_unreadable", 3)]
+    assert [(w.code, w.member_index) for w in result.warnings] == [("member_truncated", 3)]
     assert result.report["warnings"][0]["member_index"] == 3
     assert "Member 3" in result.report["warnings"][0]["message"]
     assert result.slice_count == 3

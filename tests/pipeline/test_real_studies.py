@@ -21,7 +21,7 @@ from portal.pipeline import (
 )
 from portal.pipeline.volume import Volume, decoding_plugin
 from tests.pipeline.archives import open_archive
-from tests.pipeline.truth import LPS_TO_RAS, sample_at_world
+from tests.pipeline.truth import LPS_TO_RAS, sample_at_world, stored_pixels
 
 CHEST_REFERENCE = "ct_chest_3slice_with_reference_segmentations"
 MR_REFERENCE = "mr_t1_3d_jpeg_lossless_and_j2k_fragmented"
@@ -68,36 +68,6 @@ def _write_members(candidate, folder: Path) -> list[Path]:
     return paths
 
 
-def _stored_pixels(paths: list[Path], per_slice: int | None = None, seed: int = 0):
-    """Return world LPS positions and HU of stored pixels, computed from the raw tags.
-
-    With `per_slice`, a random sample of that many pixels per file; otherwise all pixels.
-    Padding pixels, (0028,0120), are left out: their value is replaced on purpose.
-    """
-    rng = np.random.default_rng(seed)
-    points, values = [], []
-    for path in paths:
-        ds = pydicom.dcmread(path)
-        stored = ds.pixel_array
-        hu = stored.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-        orientation = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
-        row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
-        if per_slice is None:
-            rows, columns = np.nonzero(np.ones(stored.shape, dtype=bool))
-        else:
-            rows = rng.integers(0, ds.Rows, per_slice)
-            columns = rng.integers(0, ds.Columns, per_slice)
-        keep = stored[rows, columns] != ds.get("PixelPaddingValue", np.inf)
-        rows, columns = rows[keep], columns[keep]
-        points.append(
-            np.asarray(ds.ImagePositionPatient, dtype=np.float64)
-            + columns[:, None] * column_spacing * orientation[:3]
-            + rows[:, None] * row_spacing * orientation[3:]
-        )
-        values.append(hu[rows, columns])
-    return np.concatenate(points), np.concatenate(values)
-
-
 # Chest CT: 3 axial slices, InstanceNumber opposite to z, reference masks.
 
 
@@ -136,7 +106,7 @@ def test_chest_hu_values(chest):
 
 
 def test_chest_native_grid_matches_every_stored_pixel(chest):
-    points, expected = _stored_pixels(chest.paths)
+    points, expected = stored_pixels(chest.paths)
 
     values, inside = sample_at_world(chest.volume.hu_zyx, chest.volume.affine_ras, points)
 
@@ -144,10 +114,10 @@ def test_chest_native_grid_matches_every_stored_pixel(chest):
     np.testing.assert_allclose(values, expected, atol=1e-3)
 
 
-def test_chest_target_grid_matches_stored_pixels(chest, chest_conversion):
+def test_chest_target_grid_matchesstored_pixels(chest, chest_conversion):
     image = nib.load(chest_conversion.image_path)
     hu_zyx = np.asanyarray(image.dataobj).transpose(2, 1, 0).astype(np.float32)
-    points, expected = _stored_pixels(chest.paths, per_slice=20000)
+    points, expected = stored_pixels(chest.paths, per_slice=20000)
 
     values, inside = sample_at_world(hu_zyx, image.affine, points, margin=1.0)
     errors = np.abs(values - expected)[inside]
@@ -317,8 +287,8 @@ def test_philips_air_near_minus_1024(philips_301):
     assert np.percentile(hu, 5) == pytest.approx(-1024.0, abs=30.0)
 
 
-def test_philips_tilted_native_grid_matches_stored_pixels(philips_301):
-    points, expected = _stored_pixels(philips_301.paths, per_slice=400)
+def test_philips_tilted_native_grid_matchesstored_pixels(philips_301):
+    points, expected = stored_pixels(philips_301.paths, per_slice=400)
 
     values, inside = sample_at_world(
         philips_301.volume.hu_zyx, philips_301.volume.affine_ras, points
@@ -331,10 +301,10 @@ def test_philips_tilted_native_grid_matches_stored_pixels(philips_301):
     assert np.corrcoef(values, expected)[0, 1] > 0.999
 
 
-def test_philips_tilted_target_grid_matches_stored_pixels(philips_301):
+def test_philips_tilted_target_grid_matchesstored_pixels(philips_301):
     volume = philips_301.volume
     target, affine = resample_to_shape(volume.hu_zyx, volume.affine_ras, (64, 512, 512))
-    points, expected = _stored_pixels(philips_301.paths, per_slice=400)
+    points, expected = stored_pixels(philips_301.paths, per_slice=400)
 
     values, inside = sample_at_world(target, affine, points)
 
@@ -471,7 +441,7 @@ def test_mr_geometry_equals_dcm2niix_reference(mr_series, reference_dir, number)
 
 def test_mr_native_grid_matches_every_stored_pixel(mr_series):
     loaded = mr_series[6001]
-    points, expected = _stored_pixels(loaded.paths)
+    points, expected = stored_pixels(loaded.paths)
 
     values, inside = sample_at_world(loaded.volume.hu_zyx, loaded.volume.affine_ras, points)
 

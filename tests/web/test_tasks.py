@@ -30,6 +30,14 @@ def test_every_pipeline_and_inference_code_has_a_message():
     assert expected - set(STUDY_ERROR_MESSAGES) == set()
 
 
+def test_every_warning_and_reason_translated():
+    from portal.pipeline import REASON_TEXTS, WARNING_TEXTS
+    from portal.studies.report_catalogue import REASON_MESSAGES, WARNING_MESSAGES
+
+    assert set(WARNING_TEXTS) - set(WARNING_MESSAGES) == set()
+    assert set(REASON_TEXTS) - set(REASON_MESSAGES) == set()
+
+
 def test_label_statistics_uses_voxel_volume():
     from portal.tasks import label_statistics
 
@@ -446,3 +454,19 @@ def test_storage_outage_retries_step_later(app, upload_study, monkeypatch):
         assert attempt.status == StudyStatus.FAILED
         assert attempt.error_code == tasks.STORAGE_UNAVAILABLE
         assert len(scheduled) == 1
+
+
+def test_unsupported_syntax_message_names_keyword():
+    from portal.pipeline import UnsupportedTransferSyntax
+    from portal.studies.error_catalogue import study_error_message
+    from portal.tasks import _safe_params
+
+    error = UnsupportedTransferSyntax(
+        transfer_syntax="HEVCMP51", transfer_syntax_uid="1.2.840.10008.1.2.4.107"
+    )
+    stored = _safe_params(error.params)
+    message = study_error_message(error.code, stored)
+
+    assert stored == {"transfer_syntax": "HEVCMP51"}
+    assert "HEVCMP51" in message
+    assert "%(" not in message
