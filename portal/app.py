@@ -98,6 +98,7 @@ def _trust_proxy_headers(app: Flask, settings: Settings) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from portal.api.clinics import bp as api_clinics_bp
+    from portal.api.docs import bp as api_docs_bp
     from portal.api.views import bp as api_bp
     from portal.auth.views import bp as auth_bp
     from portal.clinics.api_keys_views import bp as api_keys_bp
@@ -111,6 +112,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(clinics_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(api_clinics_bp)
+    app.register_blueprint(api_docs_bp)
     app.register_blueprint(health_bp)
 
 

@@ -88,6 +88,7 @@ def test_tenant_tables_have_forced_policies(app):
         "invitation",
         "membership",
         "study",
+        "upload_idempotency_key",
     ]
     for row in rows:
         assert row.relrowsecurity, row.relname
