@@ -166,7 +166,7 @@ def list_clinics():
 def invite():
     """Invite a person by e-mail as doctor or admin (clinic admins only).
 
-    Answers 409 `seat_limit_reached` when the clinic has no free seat.
+    Returns 409 `seat_limit_reached` when the clinic has no free seat.
     """
     g.principal.require_admin()
     body = validated_json(schemas.InviteRequest)
@@ -202,7 +202,7 @@ def list_doctors():
 def remove_doctor():
     """Remove a member from the clinic (clinic admins only).
 
-    Answers 409 `last_admin` for the clinic's last admin.
+    Returns 409 `last_admin` for the clinic's last admin.
     """
     g.principal.require_admin()
     body = validated_json(schemas.RemoveDoctorRequest)

@@ -12,8 +12,8 @@ bp = Blueprint("api_docs", __name__, url_prefix=f"/{DOCUMENT_PATH}")
 #: (styled-components), so their pages allow inline styles. ReDoc embeds an icon font as a
 #: `data:` URL and runs its search in a worker made from a `blob:` URL. Every script,
 #: style sheet and request still comes from the portal only.
-# NOTE: ReDoc 3.0.1 always shows Redocly's logo from cdn.redoc.ly in its side menu; this
-# policy blocks that image, so the menu shows the words "API docs by" without it.
+# NOTE: ReDoc 3.0.1 always shows Redocly's logo from cdn.redoc.ly in its side menu. This
+# policy blocks that image, so the menu shows the words "API docs by" without a logo.
 DOCUMENTATION_PAGE_POLICY = "; ".join(
     [
         "default-src 'self'",

@@ -16,6 +16,7 @@ from flask_babel import lazy_gettext as _l
 from pydantic import ValidationError
 from spectree import Response, SpecTree
 
+from portal.api.principal import CLINIC_HEADER
 from portal.api.schemas import Problem
 from portal.errors import UserFacingError
 
@@ -33,7 +34,17 @@ AUTHENTICATED = [{"ApiKey": []}, {"CognitoAccessToken": []}]
 #: Security requirement of public operations.
 PUBLIC: dict = {}
 
-#: Errors any authenticated operation may answer: 400 for an invalid request or a missing
+#: The optional header a user's access token names its clinic with; API keys ignore it.
+CLINIC_HEADER_PARAMETER = {
+    "name": CLINIC_HEADER,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "format": "uuid"},
+    "description": "For an access token of a member of several clinics: the id of the "
+    "clinic the request acts in. Required for such a user, ignored for an API key.",
+}
+
+#: Errors any authenticated operation may return: 400 for an invalid request or a missing
 #: X-Clinic-ID, 401 without a valid credential, 403 for a user with no active membership,
 #: 404 for an X-Clinic-ID that is not the caller's, 429 over the rate limit, and 503 when
 #: the identity provider's signing keys cannot be fetched.
@@ -113,7 +124,7 @@ FIELD_ERRORS: dict[str, tuple[str, Any]] = {
 INVALID_TYPE_MESSAGE = _l("The value has the wrong type or format for this field.")
 INVALID_VALUE_MESSAGE = _l("Invalid value.")
 
-#: Where each request model is read from, by the suffix of its class name.
+#: Request part each model validates, by the suffix of the model's class name.
 LOCATION_BY_SUFFIX = {"Query": "query", "Headers": "header", "Upload": "form"}
 
 
@@ -134,7 +145,8 @@ def field_errors(error: ValidationError, *, location: str) -> list[dict]:
             code, template = FIELD_ERRORS[kind]
             message = str(template) % {
                 "limit": _limit_of(context),
-                "choices": context.get("expected", ""),
+                # pydantic lists the choices in English: "'a', 'b' or 'c'".
+                "choices": str(context.get("expected", "")).replace(" or ", ", "),
             }
         elif kind.endswith(("_type", "_parsing")):
             code, message = "invalid_type", str(INVALID_TYPE_MESSAGE)
@@ -161,13 +173,13 @@ def _location_of(error: ValidationError) -> str:
 def raise_validation_problem(req, _response, validation_error, _instance, _adapter) -> None:
     """Turn SpecTree's request validation error into a `validation_failed` problem.
 
-    SpecTree reads a JSON body that does not parse (or is not sent as
-    `application/json`) as `{}`, so such a body is rejected here as `invalid_body`
-    before its fields are judged.
+    SpecTree reads a JSON body that does not parse, is not sent as `application/json`,
+    or is an empty array as `{}`. Such a body, and any body that is not a JSON object,
+    is rejected here as `invalid_body` before its fields are validated.
     """
     location = _location_of(validation_error) if validation_error is not None else None
     validated_json = getattr(getattr(req, "context", None), "json", None) is not None
-    if (location == "body" or validated_json) and _body_is_not_json(req):
+    if (location == "body" or validated_json) and _body_is_not_json_object(req):
         raise InvalidJsonBody()
     if validation_error is None:
         return
@@ -176,8 +188,29 @@ def raise_validation_problem(req, _response, validation_error, _instance, _adapt
     raise ValidationFailed(errors)
 
 
-def _body_is_not_json(req) -> bool:
-    return bool(req.content_length) and req.get_json(silent=True) is None
+def _body_is_not_json_object(req) -> bool:
+    return bool(req.content_length) and not isinstance(req.get_json(silent=True), dict)
+
+
+class ResponseContractError(RuntimeError):
+    """A view's response body does not match the model its operation declares."""
+
+
+def raise_response_mismatch(req, _response, validation_error, _instance, _adapter) -> None:
+    """Turn a response that breaks the document into a logged 500 `internal_error`.
+
+    SpecTree would otherwise send pydantic's error list, which may quote values from
+    the body, as the 500 response. Only the paths of the wrong fields are kept.
+    """
+    if validation_error is None:
+        return
+    fields = [
+        ".".join(str(part) for part in item["loc"])
+        for item in validation_error.errors(include_url=False, include_input=False)
+    ]
+    raise ResponseContractError(
+        f"response of {req.method} {req.path} does not match its schema at {fields}"
+    )
 
 
 api_spec = SpecTree(
@@ -191,10 +224,11 @@ api_spec = SpecTree(
         "Upload DICOM studies as ZIP files, follow their processing and download the "
         "segmentation. Errors are `application/problem+json` with a stable `code`; `title` "
         "and `detail` follow `Accept-Language` (Brazilian Portuguese by default, English "
-        "with `en`). A study of another clinic answers 404."
+        "with `en`). A study of another clinic returns 404."
     ),
     security_schemes=SECURITY_SCHEMES,
     before=raise_validation_problem,
+    after=raise_response_mismatch,
     validation_error_status=400,
     validation_error_model=Problem,
     naming_strategy=lambda model: model.__name__,
@@ -205,7 +239,7 @@ api_spec = SpecTree(
 def responses(*plain_codes: int, errors: tuple[int, ...] = (), **models) -> Response:
     """Declare an operation's responses: `HTTP_200=Model`, body-less codes and error codes.
 
-    Every error code answers a `Problem`.
+    Every error code returns a `Problem`.
     """
     error_models = {f"HTTP_{code}": Problem for code in errors}
     return Response(*(f"HTTP_{code}" for code in plain_codes), **error_models, **models)
@@ -214,10 +248,11 @@ def responses(*plain_codes: int, errors: tuple[int, ...] = (), **models) -> Resp
 def openapi_document() -> dict:
     """Return the OpenAPI document of the current app's API routes.
 
-    Two corrections to what SpecTree builds: error bodies are sent as
-    `application/problem+json`, not `application/json`, and a query parameter or header
-    is either sent or absent, so the `null` that pydantic allows for optional fields is
-    removed from their schemas.
+    Three additions to what SpecTree builds: error bodies are sent as
+    `application/problem+json`, not `application/json`. A query parameter or header is
+    either sent or absent, so the `null` that pydantic allows for optional fields is
+    removed from their schemas. Authenticated operations get the `X-Clinic-ID` header,
+    which authentication reads before any view runs.
     """
     document = copy.deepcopy(api_spec.spec)
     for operations in document["paths"].values():
@@ -227,6 +262,8 @@ def openapi_document() -> dict:
             for parameter in operation.get("parameters", []):
                 if parameter["in"] in ("query", "header"):
                     parameter["schema"] = _without_null(parameter["schema"])
+            if operation.get("security"):
+                operation["parameters"].append(dict(CLINIC_HEADER_PARAMETER))
     return document
 
 
@@ -242,7 +279,9 @@ def _without_null(schema: dict) -> dict:
     options = [option for option in schema.get("anyOf", []) if option.get("type") != "null"]
     if not options or len(options) == len(schema["anyOf"]):
         return schema
-    kept = {name: value for name, value in schema.items() if name not in ("anyOf", "default")}
+    without_any_of = {
+        name: value for name, value in schema.items() if name not in ("anyOf", "default")
+    }
     if len(options) == 1:
-        return kept | options[0]
-    return kept | {"anyOf": options}
+        return without_any_of | options[0]
+    return without_any_of | {"anyOf": options}

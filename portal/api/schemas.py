@@ -72,7 +72,7 @@ class HealthQuery(RequestModel):
         default=None,
         max_length=10,
         description="`1`, `true` or `yes` to check every dependency (readiness) instead of "
-        "answering at once (liveness).",
+        "returning at once (liveness).",
     )
 
 
@@ -83,7 +83,7 @@ class Health(ResponseModel):
     checks: dict[str, bool] | None = Field(
         default=None,
         description="Readiness only: each dependency (database, queue, storage, inference) "
-        "and whether it answered within 2 s.",
+        "and whether it responded within 2 s.",
     )
 
 

@@ -174,8 +174,8 @@ def attempt_json(attempt: Attempt) -> dict:
 def health():
     """Check liveness, or readiness of every dependency with `?ready=1`.
 
-    Liveness answers at once. Readiness checks the database, the queue, the storage and
-    the inference API with 2 s each, and answers 503 naming the failed check.
+    Liveness returns at once. Readiness checks the database, the queue, the storage and
+    the inference API with 2 s each, and returns 503 naming the failed check.
     """
     if request.args.get("ready", "").lower() not in ("1", "true", "yes"):
         return jsonify({"status": "ok"})
@@ -264,9 +264,9 @@ def create_study():
     """Upload a study (a ZIP of DICOM files) and queue its processing.
 
     Send `multipart/form-data` with the ZIP in `file` and optional repeated `categories`.
-    Answers 202 with the new study. With an `Idempotency-Key` header a retry is safe: the
-    same key with the same ZIP and categories answers 200 with the study created first,
-    and the same key with another upload answers 409 `idempotency_key_conflict`.
+    Returns 202 with the new study. With an `Idempotency-Key` header a retry is safe: the
+    same key with the same ZIP and categories returns 200 with the study created first,
+    and the same key with another upload returns 409 `idempotency_key_conflict`.
     """
     upload = request.files.get("file")
     if upload is None:
@@ -324,8 +324,8 @@ def get_study_status(study_id):
 def get_study_result(study_id):
     """Get presigned URLs of a succeeded study's image and mask (NIfTI).
 
-    The URLs work for at most 300 s; ask again for new ones. Before success the answer
-    is 409 `study_not_succeeded`.
+    The URLs work for at most 300 s; ask again for new ones. Before success it returns
+    409 `study_not_succeeded`.
     """
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     links = services.result_links(
@@ -377,7 +377,7 @@ def _api_actor() -> services.Actor:
 def cancel_study(study_id):
     """Cancel a study's running attempt, and its job at the inference provider.
 
-    Answers 409 `study_not_cancellable` when the study has already finished.
+    Returns 409 `study_not_cancellable` when the study has already finished.
     """
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     attempt = services.cancel_study(study, actor=_api_actor())
@@ -395,7 +395,7 @@ def cancel_study(study_id):
 def rerun_study(study_id):
     """Run a finished study again as a new attempt, optionally with another series.
 
-    The body is optional. Answers 409 `study_busy` while an attempt is running.
+    The body is optional. Returns 409 `study_busy` while an attempt is running.
     """
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     body: schemas.RerunRequest | None = request.context.json

@@ -1,5 +1,5 @@
 // Start ReDoc on the portal's OpenAPI document. ReDoc 3's bundle is an ES module, so this
-// file is one too; the page gives the document URL in a data attribute because the
+// file is one too. The page gives the document URL in a data attribute, because the
 // Content Security Policy allows no inline script.
 import { init } from "../vendor/redoc/redoc.standalone.js";
 

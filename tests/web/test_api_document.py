@@ -182,13 +182,24 @@ def test_unknown_json_field_is_rejected(app, client, make_clinic, make_api_key, 
     assert queued == [queued[0]]
 
 
-def test_body_that_is_not_json_is_rejected(client, make_clinic, make_api_key, queued):
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("{series_id", "application/json"),
+        ("[]", "application/json"),
+        ("null", "application/json"),
+        ('{"series_id": "s1"}', "text/plain"),
+    ],
+)
+def test_body_that_is_not_json_object_is_rejected(
+    client, make_clinic, make_api_key, queued, body, content_type
+):
     token = make_api_key(make_clinic())
     study_id = upload(client, token).get_json()["id"]
     response = client.post(
         f"/api/studies/{study_id}/rerun/",
-        data="{series_id",
-        content_type="application/json",
+        data=body,
+        content_type=content_type,
         headers=auth(token),
     )
     assert response.status_code == 400
@@ -315,3 +326,29 @@ def test_upload_form_example_file_uploads(client, make_clinic, make_api_key, que
     response = post_multipart(client, "/api/studies/", fields, auth(token))
     assert response.status_code == 202
     assert response.get_json()["categories"] == ["lung", "bone"]
+
+
+def test_clinic_header_is_documented_where_authenticated(document):
+    for method, path, operation in operations(document):
+        names = [parameter["name"] for parameter in operation.get("parameters", [])]
+        if (method, path) in PUBLIC_OPERATIONS:
+            assert "X-Clinic-ID" not in names, (method, path)
+        else:
+            assert "X-Clinic-ID" in names, (method, path)
+
+
+def test_response_off_schema_is_internal_error(
+    client, make_clinic, make_api_key, queued, monkeypatch
+):
+    token = make_api_key(make_clinic())
+    study_id = upload(client, token).get_json()["id"]
+
+    def broken_status_json(study):
+        return {"id": str(study.id), "status": "SILVA^MARIA"}
+
+    monkeypatch.setattr("portal.api.views.status_json", broken_status_json)
+    response = client.get(f"/api/studies/{study_id}/status/", headers=auth(token))
+    assert response.status_code == 500
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["code"] == "internal_error"
+    assert "SILVA" not in response.get_data(as_text=True)

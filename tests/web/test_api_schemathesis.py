@@ -3,7 +3,7 @@
 Two clinics, each with an API key and studies in several states, plus clinic A's admin
 with an access token. For every operation schemathesis generates valid requests and
 invalid ones (a bounded number of each), sends them to the Flask app as a WSGI app, and
-checks that no answer is a 5xx and that every status code, content type and body
+checks that no response is a 5xx and that every status code, content type and body
 conforms to the document.
 """
 
