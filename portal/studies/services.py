@@ -217,8 +217,9 @@ def create_study(
             upload_size_bytes=size_bytes,
             upload_sha256=sha256,
         )
-        db.session.add(study)
-        if idempotency_key is not None:
+        if idempotency_key is None:
+            db.session.add(study)
+        else:
             earlier = claim_idempotency_key(clinic, idempotency_key, fingerprint, study)
             if earlier is not None:
                 return UploadOutcome(earlier, replayed=True)
@@ -273,13 +274,15 @@ def study_for_idempotency_key(clinic: Clinic, key: str, fingerprint: str) -> Stu
 
 
 def claim_idempotency_key(clinic: Clinic, key: str, fingerprint: str, study: Study) -> Study | None:
-    """Record that `key` created `study`; return the earlier study if another request won.
+    """Add `study` and record that `key` created it; return the earlier study on a race.
 
-    The insert runs in a savepoint, so when a concurrent upload with the same key commits
-    first, the unique constraint fails here and that upload's study is returned instead.
+    Both rows are inserted in one savepoint. When a concurrent upload with the same key
+    commits first, the unique constraint fails here, the savepoint's rollback takes the
+    new study out of the session, and that upload's study is returned instead.
     """
     try:
         with db.session.begin_nested():
+            db.session.add(study)
             db.session.add(
                 UploadIdempotencyKey(
                     clinic_id=clinic.id, key=key, request_fingerprint=fingerprint, study=study

@@ -111,3 +111,37 @@ def test_invalid_key_is_rejected(client, make_clinic, make_api_key, queued, key)
     assert body["errors"][0]["field"] == "Idempotency-Key"
     assert body["errors"][0]["location"] == "header"
     assert queued == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("data", "status"), [(SMALL_ZIP, 200), (OTHER_ZIP, 409)], ids=["same_zip", "other_zip"]
+)
+def test_key_claimed_concurrently(
+    app, client, make_clinic, make_api_key, queued, monkeypatch, data, status
+):
+    """A request that misses the first lookup loses at the unique constraint and replays."""
+    from portal.studies import services
+
+    token = make_api_key(make_clinic())
+    first = upload_with_key(client, token, "exam-48")
+    real_lookup = services.study_for_idempotency_key
+    lookups = []
+
+    def lookup_that_misses_once(clinic, key, fingerprint):
+        lookups.append(key)
+        if len(lookups) == 1:
+            # As if the other request had not committed yet when this one looked.
+            return None
+        return real_lookup(clinic, key, fingerprint)
+
+    monkeypatch.setattr(services, "study_for_idempotency_key", lookup_that_misses_once)
+    again = upload_with_key(client, token, "exam-48", data=data)
+    assert lookups == ["exam-48", "exam-48"]
+    assert again.status_code == status
+    if status == 200:
+        assert again.get_json()["id"] == first.get_json()["id"]
+    else:
+        assert again.get_json()["code"] == "idempotency_key_conflict"
+    assert count_studies(app) == 1
+    assert len(queued) == 1
