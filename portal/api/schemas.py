@@ -119,8 +119,9 @@ class ReportSeries(ResponseModel):
     slice_step_mm: float | None = Field(
         description="Median distance between slices in millimetres."
     )
-    orientation: list[float] | None = Field(
-        description="DICOM Image Orientation (Patient) (0020,0037): six direction cosines."
+    orientation: str | None = Field(
+        description="The patient plane closest to the slices: `axial`, `coronal`, `sagittal`, "
+        "or `oblique` when none is within about 35 degrees."
     )
     chosen: bool = Field(description="Whether this series was converted.")
     reason_code: str | None = Field(description="Stable code of why it was chosen or skipped.")
