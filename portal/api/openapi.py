@@ -44,10 +44,10 @@ CLINIC_HEADER_PARAMETER = {
     "clinic the request acts in. Required for such a user, ignored for an API key.",
 }
 
-#: Errors any authenticated operation may return: 400 for an invalid request or a missing
-#: X-Clinic-ID, 401 without a valid credential, 403 for a user with no active membership,
-#: 404 for an X-Clinic-ID that is not the caller's, 429 over the rate limit, and 503 when
-#: the identity provider's signing keys cannot be fetched.
+#: Errors any authenticated operation may return. 400 is an invalid request or a missing
+#: X-Clinic-ID, 401 a missing or invalid credential, 403 a user with no active membership,
+#: and 404 an X-Clinic-ID that is not the caller's. 429 is past the rate limit, and 503
+#: means the identity provider's signing keys could not be fetched.
 AUTHENTICATED_ERRORS = (400, 401, 403, 404, 429, 503)
 
 SECURITY_SCHEMES = [
