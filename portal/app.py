@@ -105,11 +105,13 @@ def _register_blueprints(app: Flask) -> None:
     from portal.clinics.views import bp as clinics_bp
     from portal.health.views import bp as health_bp
     from portal.studies.views import bp as studies_bp
+    from portal.webhooks.views import bp as webhooks_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(api_keys_bp)
     app.register_blueprint(studies_bp)
     app.register_blueprint(clinics_bp)
+    app.register_blueprint(webhooks_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(api_clinics_bp)
     app.register_blueprint(api_docs_bp)

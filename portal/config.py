@@ -176,6 +176,11 @@ class Settings:
     smtp_password: str = ""
     mail_sender: str = "Vizier Med <nao-responda@vizier-med.local>"
     max_upload_bytes: int = 2 * 1024**3
+    #: Development only: allow webhook endpoints at http://127.0.0.1 (never in production).
+    webhook_allow_loopback_http: bool = False
+    #: Seconds to connect to a webhook endpoint, and to wait for each read of its response.
+    webhook_connect_timeout_s: float = 5.0
+    webhook_read_timeout_s: float = 10.0
     #: Flask's debug mode (FLASK_DEBUG); never allowed in production.
     debug: bool = False
     #: How many proxies in front of the app set X-Forwarded-For/-Proto/-Port; 0 trusts none.
@@ -366,6 +371,15 @@ class Settings:
             smtp_username=get("SMTP_USERNAME"),
             smtp_password=get("SMTP_PASSWORD"),
             mail_sender=get("MAIL_SENDER") or "Vizier Med <nao-responda@vizier-med.local>",
+            webhook_allow_loopback_http=_parse_bool(
+                "WEBHOOK_ALLOW_LOOPBACK_HTTP", get("WEBHOOK_ALLOW_LOOPBACK_HTTP", "false")
+            ),
+            webhook_connect_timeout_s=_parse_float(
+                "WEBHOOK_CONNECT_TIMEOUT", get("WEBHOOK_CONNECT_TIMEOUT", "5")
+            ),
+            webhook_read_timeout_s=_parse_float(
+                "WEBHOOK_READ_TIMEOUT", get("WEBHOOK_READ_TIMEOUT", "10")
+            ),
         )
 
     def check(self) -> None:
@@ -401,6 +415,10 @@ class Settings:
             problems.append(
                 "VIEWER_NATIVE_MAX_BYTES must be 0 (always the model grid) or a positive size"
             )
+        if not 0 < self.webhook_connect_timeout_s <= 60:
+            problems.append("WEBHOOK_CONNECT_TIMEOUT must be more than 0 and at most 60 seconds")
+        if not 0 < self.webhook_read_timeout_s <= 60:
+            problems.append("WEBHOOK_READ_TIMEOUT must be more than 0 and at most 60 seconds")
         if self.is_production:
             problems.extend(self._production_problems())
         return problems
@@ -420,6 +438,10 @@ class Settings:
             )
         if self.debug:
             problems.append("FLASK_DEBUG is on: debug mode must be off in production")
+        if self.webhook_allow_loopback_http:
+            problems.append(
+                "WEBHOOK_ALLOW_LOOPBACK_HTTP is on: webhooks to 127.0.0.1 are for development only"
+            )
         if not self.portal_base_url.startswith("https://"):
             problems.append(
                 f"PORTAL_BASE_URL={self.portal_base_url!r} must start with https:// in "

@@ -22,6 +22,7 @@ from portal.db_types import utcnow
 from portal.extensions import db
 from portal.studies.models import STATUS_PROGRESS, TRANSITIONS, Attempt, StudyStatus
 from portal.tenancy import current_clinic_scope, set_connection_scope
+from portal.webhooks.services import record_study_event
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +141,14 @@ class Lease:
             db.session.rollback()
             self.lost.set()
             raise LeaseLost(str(self.attempt_id))
+        # The webhook deliveries of a terminal status commit with the status itself.
+        endpoint_ids = record_study_event(self.attempt_id, target) if target.is_terminal else []
         db.session.commit()
         self.stop_renewing()
+        if endpoint_ids:
+            from portal.tasks import queue_webhook_deliveries
+
+            queue_webhook_deliveries(endpoint_ids)
 
     def hand_back(self, *, count_recovery: bool = False) -> bool:
         """Return the attempt to the step's entry status, so any worker can take it again."""

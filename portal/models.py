@@ -16,3 +16,4 @@ from portal.studies.models import (  # noqa: F401
     Study,
     UploadIdempotencyKey,
 )
+from portal.webhooks.models import WebhookDelivery, WebhookEndpoint  # noqa: F401

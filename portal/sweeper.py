@@ -26,23 +26,42 @@ from portal.tenancy import all_clinics
 logger = logging.getLogger(__name__)
 
 
-def queued_attempt_ids(huey) -> set[str]:
-    """Return the attempt ids of every pending or scheduled task in the queue."""
+def queued_task_ids(huey, argument: str) -> set[str]:
+    """Return the keyword argument `argument` of every pending or scheduled task in the queue."""
     ids = set()
     for task in itertools.chain(huey.pending(), huey.scheduled()):
-        attempt_id = (task.kwargs or {}).get("attempt_id")
-        if attempt_id:
-            ids.add(str(attempt_id))
+        value = (task.kwargs or {}).get(argument)
+        if value:
+            ids.add(str(value))
     return ids
+
+
+def queued_attempt_ids(huey) -> set[str]:
+    """Return the attempt ids of every pending or scheduled task in the queue."""
+    return queued_task_ids(huey, "attempt_id")
 
 
 def sweep(huey, *, grace_s: float) -> list[uuid.UUID]:
     """Queue the step of each lost attempt of every clinic and return their ids.
 
-    The sweeper handles ids and statuses only, so it reads across clinics.
+    Also queues the webhook endpoints whose due deliveries lost their task. The sweeper
+    handles ids and statuses only, so it reads across clinics.
     """
     with all_clinics():
-        return _sweep(huey, grace_s=grace_s)
+        requeued = _sweep(huey, grace_s=grace_s)
+    _sweep_webhooks(huey, grace_s=grace_s)
+    return requeued
+
+
+def _sweep_webhooks(huey, *, grace_s: float) -> None:
+    """Queue a delivery run for each endpoint whose due deliveries have no task."""
+    from portal.tasks import queue_webhook_deliveries
+    from portal.webhooks.delivery import find_lost_endpoints
+
+    lost = find_lost_endpoints(huey, grace_s=grace_s)
+    for endpoint_id in lost:
+        logger.warning("webhook endpoint %s has due deliveries and no task; queued", endpoint_id)
+    queue_webhook_deliveries(lost)
 
 
 def _sweep(huey, *, grace_s: float) -> list[uuid.UUID]:

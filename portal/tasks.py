@@ -519,6 +519,46 @@ def cancel_provider_job(*, attempt_id: str, job_id: str | None = None) -> None:
             )
 
 
+@huey.task()
+def deliver_webhooks(*, endpoint_id: str) -> None:
+    """Send the due webhook deliveries of one endpoint in event order.
+
+    The run that recorded a failed attempt schedules the retry. A run that sent nothing
+    schedules nothing, so the tasks queued by new events do not pile up behind a retry.
+    """
+    from portal.webhooks.delivery import deliver_endpoint
+
+    with _app().app_context():
+        try:
+            endpoint_uuid = uuid.UUID(endpoint_id)
+        except ValueError:
+            logger.error("webhook task with an invalid endpoint id dropped")
+            return
+        settings = current_app.config["PORTAL_SETTINGS"]
+        result = deliver_endpoint(endpoint_uuid, settings=settings)
+        if result is None or result.next_due_at is None:
+            return
+        if result.sent > 0 or result.more_due:
+            delay_s = max(0.0, (result.next_due_at - utcnow()).total_seconds())
+            queue_webhook_deliveries([endpoint_uuid], delay_s=delay_s)
+
+
+def queue_webhook_deliveries(endpoint_ids, *, delay_s: float = 0.0) -> None:
+    """Queue a delivery run for each endpoint; a queue outage is left to the sweeper."""
+    for endpoint_id in endpoint_ids:
+        try:
+            if delay_s > 0:
+                deliver_webhooks.schedule(kwargs={"endpoint_id": str(endpoint_id)}, delay=delay_s)
+            else:
+                deliver_webhooks(endpoint_id=str(endpoint_id))
+        except Exception:  # noqa: BLE001 - the rows are committed; the sweeper queues them
+            logger.warning(
+                "webhook endpoint %s not queued; the sweeper will queue it",
+                endpoint_id,
+                exc_info=True,
+            )
+
+
 @huey.task(retries=5, retry_delay=60)
 def purge_study_objects(*, study_id: str) -> None:
     """Delete every stored object of a deleted study; retried when storage is down."""

@@ -84,6 +84,9 @@ def test_production_settings_pass():
         ({"COGNITO_DOMAIN": ""}, "COGNITO_DOMAIN is missing"),
         ({"INFERENCE_API_TOKEN": ""}, "INFERENCE_API_TOKEN is missing"),
         ({"S3_BUCKET": ""}, "S3_BUCKET is missing"),
+        ({"WEBHOOK_ALLOW_LOOPBACK_HTTP": "true"}, "WEBHOOK_ALLOW_LOOPBACK_HTTP is on"),
+        ({"WEBHOOK_READ_TIMEOUT": "0"}, "WEBHOOK_READ_TIMEOUT must be"),
+        ({"WEBHOOK_CONNECT_TIMEOUT": "600"}, "WEBHOOK_CONNECT_TIMEOUT must be"),
     ],
 )
 def test_production_rejects_setting(changes, fragment):
@@ -115,6 +118,13 @@ def test_development_allows_debug_and_defaults():
     assert settings.flask_config()["DEBUG"] is True
 
 
+def test_webhook_loopback_setting_is_off_by_default():
+    assert Settings.from_env(example_env()).webhook_allow_loopback_http is False
+    allowed = Settings.from_env(example_env() | {"WEBHOOK_ALLOW_LOOPBACK_HTTP": "true"})
+    allowed.check()
+    assert allowed.webhook_allow_loopback_http is True
+
+
 @pytest.mark.parametrize(
     ("name", "value", "fragment"),
     [
@@ -122,6 +132,8 @@ def test_development_allows_debug_and_defaults():
         ("LOG_FORMAT", "xml", "LOG_FORMAT"),
         ("METRICS_PORT", "70000", "not a TCP port"),
         ("PROXY_FIX_HOPS", "one", "not an integer"),
+        ("WEBHOOK_ALLOW_LOOPBACK_HTTP", "maybe", "not a boolean"),
+        ("WEBHOOK_READ_TIMEOUT", "ten", "not a number"),
     ],
 )
 def test_invalid_deployment_value_rejected(name, value, fragment):

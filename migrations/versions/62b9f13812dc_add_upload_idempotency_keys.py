@@ -1,7 +1,7 @@
 """Add upload idempotency keys
 
 Revision ID: 62b9f13812dc
-Revises: 28a4184f94e3
+Revises: b8d6aea69288
 Create Date: 2026-12-04 23:43:52.229197
 
 """
@@ -24,7 +24,7 @@ CLINIC_MATCHES = """
 
 # revision identifiers, used by Alembic.
 revision = "62b9f13812dc"
-down_revision = "28a4184f94e3"
+down_revision = "b8d6aea69288"
 branch_labels = None
 depends_on = None
 

@@ -42,8 +42,8 @@ class Entry:
     """One route: how to call it and the status each caller gets.
 
     `path` and `json` may name resources of clinic A in braces: {study}, {membership},
-    {invitation}, {token}, {clinic}, {target_user}. `form` is sent as a form body and
-    `upload` adds a small ZIP as the multipart field `file`.
+    {invitation}, {token}, {clinic}, {target_user}, {webhook}. `form` is sent as a form
+    body and `upload` adds a small ZIP as the multipart field `file`.
     """
 
     path: str
@@ -171,6 +171,46 @@ MATRIX: dict[str, Entry] = {
         "/clinic/api-keys/{api_key}/revoke",
         web(a=403, b=404, admin_a=302, admin_b=404),
         same_as_missing=NOT_MEMBERS,
+    ),
+    # The clinic's webhooks: admins of the current clinic only. The URL is the development
+    # loopback address, allowed here, so that registering resolves no name.
+    "GET /clinic/webhooks/": Entry(
+        "/clinic/webhooks/", web(a=403, b=403, admin_a=200, admin_b=200)
+    ),
+    "POST /clinic/webhooks/": Entry(
+        "/clinic/webhooks/",
+        web(a=403, b=403, admin_a=201, admin_b=201),
+        form={"url": "http://127.0.0.1:9/hook", "events": ["study.failed"]},
+    ),
+    "GET /clinic/webhooks/<endpoint_id>": Entry(
+        "/clinic/webhooks/{webhook}",
+        web(a=403, b=403, admin_b=404, admin_a=200),
+        same_as_missing=("admin_b", "operator"),
+    ),
+    "GET /clinic/webhooks/<endpoint_id>/deliveries": Entry(
+        "/clinic/webhooks/{webhook}/deliveries",
+        web(a=403, b=403, admin_b=404, admin_a=200),
+        same_as_missing=("admin_b", "operator"),
+    ),
+    "POST /clinic/webhooks/<endpoint_id>/disable": Entry(
+        "/clinic/webhooks/{webhook}/disable",
+        web(a=403, b=403, admin_b=404, admin_a=302),
+        same_as_missing=("admin_b", "operator"),
+    ),
+    "POST /clinic/webhooks/<endpoint_id>/enable": Entry(
+        "/clinic/webhooks/{webhook}/enable",
+        web(a=403, b=403, admin_b=404, admin_a=302),
+        same_as_missing=("admin_b", "operator"),
+    ),
+    "GET /clinic/webhooks/<endpoint_id>/delete": Entry(
+        "/clinic/webhooks/{webhook}/delete",
+        web(a=403, b=403, admin_b=404, admin_a=200),
+        same_as_missing=("admin_b", "operator"),
+    ),
+    "POST /clinic/webhooks/<endpoint_id>/delete": Entry(
+        "/clinic/webhooks/{webhook}/delete",
+        web(a=403, b=403, admin_b=404, admin_a=302),
+        same_as_missing=("admin_b", "operator"),
     ),
     # Invitation links: public page; acceptance needs the invited, verified e-mail.
     "GET /invitations/<token>": Entry("/invitations/{token}", everyone(200)),
@@ -322,6 +362,7 @@ def world(app, make_clinic, make_user, make_api_key, login, queued, monkeypatch)
         {"Authorization": f"Bearer {api_key_a}"},
     ).get_json()["id"]
     invitation_id, link = create_invitation(app, clinic_a, "invited.a@example.com")
+    webhook_id = create_webhook(app, clinic_a, monkeypatch)
 
     def verify(token: str):
         if not token.startswith("user:"):
@@ -348,10 +389,39 @@ def world(app, make_clinic, make_user, make_api_key, login, queued, monkeypatch)
         "token": link.rsplit("/", 1)[1],
         "clinic": str(clinic_a),
         "target_user": str(target_user),
+        "webhook": str(webhook_id),
         # The public part of the key: vzm_<key id>_<secret>.
         "api_key": api_key_a.removeprefix("vzm_").split("_", 1)[0],
     }
     return World(resources=resources, clients=clients, headers=headers)
+
+
+def create_webhook(app, clinic_id, monkeypatch):
+    """Allow webhooks to 127.0.0.1, register one for `clinic_id` and return its id.
+
+    Delivery tasks are not queued, so enabling an endpoint sends nothing.
+    """
+    import dataclasses
+
+    from portal.clinics.models import Clinic
+    from portal.extensions import db
+    from portal.tenancy import all_clinics
+    from portal.webhooks.services import create_endpoint
+
+    settings = dataclasses.replace(app.config["PORTAL_SETTINGS"], webhook_allow_loopback_http=True)
+    monkeypatch.setitem(app.config, "PORTAL_SETTINGS", settings)
+    monkeypatch.setattr("portal.tasks.queue_webhook_deliveries", lambda *args, **kwargs: None)
+    with app.app_context(), all_clinics():
+        endpoint, _secret = create_endpoint(
+            db.session.get(Clinic, clinic_id),
+            url="http://127.0.0.1:9/hook",
+            events=["study.succeeded", "study.failed"],
+            created_by=None,
+            secret_key=settings.secret_key,
+            allow_loopback_http=True,
+        )
+        db.session.commit()
+        return endpoint.id
 
 
 def fill(template, values: dict[str, str]):

@@ -89,6 +89,8 @@ def test_tenant_tables_have_forced_policies(app):
         "membership",
         "study",
         "upload_idempotency_key",
+        "webhook_delivery",
+        "webhook_endpoint",
     ]
     for row in rows:
         assert row.relrowsecurity, row.relname
