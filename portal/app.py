@@ -99,6 +99,7 @@ def _trust_proxy_headers(app: Flask, settings: Settings) -> None:
 def _register_blueprints(app: Flask) -> None:
     from portal.api.audit import bp as api_audit_bp
     from portal.api.clinics import bp as api_clinics_bp
+    from portal.api.docs import bp as api_docs_bp
     from portal.api.views import bp as api_bp
     from portal.audit.views import bp as audit_bp
     from portal.auth.views import bp as auth_bp
@@ -117,6 +118,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_clinics_bp)
     app.register_blueprint(audit_bp)
     app.register_blueprint(api_audit_bp)
+    app.register_blueprint(api_docs_bp)
     app.register_blueprint(health_bp)
 
 

@@ -42,6 +42,10 @@ class UserFacingError(Exception):
     def detail(self) -> str:
         return str(self.message) % self.params if self.params else str(self.message)
 
+    def problem_fields(self) -> dict:
+        """Return members the problem+json body adds to the standard ones."""
+        return {}
+
 
 class NotFound(UserFacingError):
     code = "not_found"
@@ -115,7 +119,9 @@ def register_error_handlers(app: Flask) -> None:
 
             record_denied_request(status=error.status, code=error.code)
         if wants_problem_json():
-            response = problem(error.status, error.code, str(error.title), error.detail())
+            response = problem(
+                error.status, error.code, str(error.title), error.detail(), **error.problem_fields()
+            )
             if error.status == 401:
                 # RFC 6750: a 401 names the scheme the client should use.
                 response.headers["WWW-Authenticate"] = 'Bearer realm="api"'

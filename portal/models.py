@@ -11,5 +11,10 @@ from portal.clinics.models import (  # noqa: F401
     Membership,
     User,
 )
-from portal.studies.models import Artifact, Attempt, Study  # noqa: F401
+from portal.studies.models import (  # noqa: F401
+    Artifact,
+    Attempt,
+    Study,
+    UploadIdempotencyKey,
+)
 from portal.webhooks.models import WebhookDelivery, WebhookEndpoint  # noqa: F401

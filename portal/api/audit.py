@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
+from portal.api import schemas
 from portal.api.auth import api_key_required
+from portal.api.openapi import AUTHENTICATED, AUTHENTICATED_ERRORS, api_spec, responses
 from portal.audit import queries
 from portal.audit.models import AuditEvent
 from portal.extensions import csrf
@@ -33,6 +35,12 @@ def event_json(event: AuditEvent) -> dict:
 
 @bp.get("/events/")
 @api_key_required
+@api_spec.validate(
+    query=schemas.AuditEventQuery,
+    resp=responses(HTTP_200=schemas.AuditEventPage, errors=AUTHENTICATED_ERRORS),
+    security=AUTHENTICATED,
+    tags=["audit"],
+)
 def list_events():
     """List events with the page's filters (`person`, `action`, `study`, `from`, `to`).
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from flask_babel import lazy_gettext as _l
 
+from portal.api import schemas
 from portal.api.auth import api_key_required
+from portal.api.openapi import (
+    AUTHENTICATED,
+    AUTHENTICATED_ERRORS,
+    PUBLIC,
+    InvalidJsonBody,
+    api_spec,
+    responses,
+)
 from portal.audit import actions
 from portal.audit.services import record_view
 from portal.categories import load_categories
@@ -16,17 +26,23 @@ from portal.extensions import csrf, db
 from portal.i18n import request_locale
 from portal.studies import services
 from portal.studies.error_catalogue import study_error_message
+from portal.studies.listing import PageCursor, StudyFilter, list_studies_page
 from portal.studies.models import Attempt, Study
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 csrf.exempt(bp)
 
+#: Errors of operations on one study: 404 when it does not exist, was deleted or belongs
+#: to another clinic.
+STUDY_ERRORS = AUTHENTICATED_ERRORS
 
-class InvalidJsonBody(UserFacingError):
-    code = "invalid_body"
-    status = 400
-    title = _l("Invalid request")
-    message = _l('Send a JSON object, for example {"series_id": "..."}, or no body.')
+#: Document and validate an authenticated operation on the clinic's studies.
+studies_operation = functools.partial(api_spec.validate, security=AUTHENTICATED, tags=["studies"])
+#: The same, for an operation on one study named by the `study_id` path parameter.
+study_operation = functools.partial(
+    studies_operation,
+    path_parameter_descriptions={"study_id": "The study's id, as returned by the upload."},
+)
 
 
 class FileFieldMissing(UserFacingError):
@@ -47,7 +63,7 @@ def study_json(study: Study) -> dict:
         "slice_count": study.slice_count,
         "categories": list(study.requested_categories or []),
         "attempt": attempt.number if attempt else None,
-        "report": _report_json(attempt),
+        "report": report_json(attempt),
         "links": {
             "self": url_for("api.get_study", study_id=study.id),
             "status": url_for("api.get_study_status", study_id=study.id),
@@ -65,7 +81,7 @@ def attempt_error_json(attempt: Attempt) -> dict | None:
     }
 
 
-def _report_json(attempt) -> dict | None:
+def report_json(attempt) -> dict | None:
     """Return the attempt's ingestion report with translated reasons and warnings."""
     from portal.studies.report_catalogue import reason_message, warning_message
 
@@ -151,8 +167,18 @@ def attempt_json(attempt: Attempt) -> dict:
 
 
 @bp.get("/health/")
+@api_spec.validate(
+    query=schemas.HealthQuery,
+    resp=responses(HTTP_200=schemas.Health, HTTP_503=schemas.Health),
+    security=PUBLIC,
+    tags=["health"],
+)
 def health():
-    """Liveness at once; with `?ready=1`, readiness of every dependency with short timeouts."""
+    """Check liveness, or readiness of every dependency with `?ready=1`.
+
+    Liveness returns at once. Readiness checks the database, the queue, the storage and
+    the inference API with 2 s each, and returns 503 naming the failed check.
+    """
     if request.args.get("ready", "").lower() not in ("1", "true", "yes"):
         return jsonify({"status": "ok"})
     from portal.health import readiness_checks
@@ -164,7 +190,13 @@ def health():
 
 
 @bp.get("/auth/categories/")
+@api_spec.validate(
+    resp=responses(HTTP_200=schemas.CategoryList, errors=(400,)),
+    security=PUBLIC,
+    tags=["studies"],
+)
 def categories():
+    """List the segmentation categories an upload may request."""
     locale = request_locale()
     return jsonify(
         [
@@ -180,14 +212,69 @@ def categories():
     )
 
 
+@bp.get("/studies/")
+@api_key_required
+@studies_operation(
+    query=schemas.StudyListQuery,
+    resp=responses(HTTP_200=schemas.StudyPage, errors=AUTHENTICATED_ERRORS),
+)
+def list_studies():
+    """List the clinic's studies, newest first, a page at a time.
+
+    Filter by `status` (repeatable) and by upload time. Follow `next` until it is null;
+    the cursor in it is opaque and keeps the filters of the first request.
+    """
+    query: schemas.StudyListQuery = request.context.query
+    cursor = PageCursor.decode(query.cursor) if query.cursor else None
+    filters = StudyFilter(
+        statuses=tuple(query.status or ()),
+        created_after=query.created_after,
+        created_before=query.created_before,
+    )
+    page = list_studies_page(g.clinic, limit=query.limit, cursor=cursor, filters=filters)
+    next_link = None
+    if page.next_cursor is not None:
+        next_link = url_for(
+            "api.list_studies",
+            limit=query.limit,
+            status=[str(status) for status in filters.statuses],
+            created_after=query.created_after.isoformat() if query.created_after else None,
+            created_before=query.created_before.isoformat() if query.created_before else None,
+            cursor=page.next_cursor.encode(),
+        )
+    return jsonify(
+        {
+            "items": [study_json(study) for study in page.studies],
+            "limit": query.limit,
+            "next": next_link,
+        }
+    )
+
+
 @bp.post("/studies/")
 @api_key_required
+@studies_operation(
+    form=schemas.StudyUpload,
+    headers=schemas.UploadHeaders,
+    resp=responses(
+        HTTP_200=schemas.Study,
+        HTTP_202=schemas.Study,
+        errors=(*AUTHENTICATED_ERRORS, 409, 413),
+    ),
+)
 def create_study():
+    """Upload a study (a ZIP of DICOM files) and queue its processing.
+
+    Send `multipart/form-data` with the ZIP in `file` and optional repeated `categories`.
+    Returns 202 with the new study. With an `Idempotency-Key` header a retry is safe: the
+    same key with the same ZIP and categories returns 200 with the study created first,
+    and the same key with another upload returns 409 `idempotency_key_conflict`.
+    """
     upload = request.files.get("file")
     if upload is None:
         raise FileFieldMissing()
     settings = current_app.config["PORTAL_SETTINGS"]
-    study = services.create_study(
+    outcome = services.create_study(
         clinic=g.clinic,
         stream=upload.stream,
         category_keys=request.form.getlist("categories"),
@@ -196,18 +283,25 @@ def create_study():
         work_dir=Path(settings.data_dir) / "uploads",
         uploaded_by=g.principal.user,
         api_key=g.api_key,
+        idempotency_key=request.context.headers.idempotency_key,
     )
     db.session.commit()
-    services.queue_attempt(study.latest_attempt)
+    study = outcome.study
+    if not outcome.replayed:
+        services.queue_attempt(study.latest_attempt)
     response = jsonify(study_json(study))
-    response.status_code = 202
+    response.status_code = 200 if outcome.replayed else 202
     response.headers["Location"] = url_for("api.get_study", study_id=study.id)
     return response
 
 
 @bp.get("/studies/<study_id>/")
 @api_key_required
+@study_operation(
+    resp=responses(HTTP_200=schemas.Study, errors=STUDY_ERRORS),
+)
 def get_study(study_id):
+    """Get a study: status, progress, the chosen series and the ingestion report."""
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     body = study_json(study) | {"progress": status_json(study)["progress"]}
     record_view(
@@ -221,7 +315,11 @@ def get_study(study_id):
 
 @bp.get("/studies/<study_id>/status/")
 @api_key_required
+@study_operation(
+    resp=responses(HTTP_200=schemas.StudyStatusBody, errors=STUDY_ERRORS),
+)
 def get_study_status(study_id):
+    """Get a study's status and progress, for polling until a final status."""
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     return jsonify(status_json(study))
 
@@ -229,7 +327,15 @@ def get_study_status(study_id):
 @bp.get("/studies/<study_id>/result/")
 @bp.get("/studies/<study_id>/visualization/")
 @api_key_required
+@study_operation(
+    resp=responses(HTTP_200=schemas.StudyResult, errors=(*STUDY_ERRORS, 409)),
+)
 def get_study_result(study_id):
+    """Get presigned URLs of a succeeded study's image and mask (NIfTI).
+
+    The URLs work for at most 300 s; ask again for new ones. Before success it returns
+    409 `study_not_succeeded`.
+    """
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     links = services.result_links(
         study, storage=current_app.extensions["portal_storage"], locale=request_locale()
@@ -246,6 +352,29 @@ def get_study_result(study_id):
     )
 
 
+@bp.get("/studies/<study_id>/report/")
+@api_key_required
+@study_operation(
+    resp=responses(HTTP_200=schemas.StudyReport, errors=STUDY_ERRORS),
+)
+def get_study_report(study_id):
+    """Get the ingestion report: every series found, the one chosen and why, warnings."""
+    study = services.get_study_or_404(study_id, clinic=g.clinic)
+    attempt = study.latest_attempt
+    body = {
+        "id": str(study.id),
+        "attempt": attempt.number if attempt else None,
+        "report": report_json(attempt),
+    }
+    record_view(
+        actions.STUDY_VIEWED,
+        target_type="study",
+        target_id=study.id,
+        details={"channel": "api", "part": "report", "report_included": body["report"] is not None},
+    )
+    return jsonify(body)
+
+
 def _api_actor() -> services.Actor:
     """Return who acts: the user of an access token, or the clinic API key."""
     principal = g.principal
@@ -257,7 +386,14 @@ def _api_actor() -> services.Actor:
 
 @bp.post("/studies/<study_id>/cancel/")
 @api_key_required
+@study_operation(
+    resp=responses(HTTP_200=schemas.StudyStatusBody, errors=(*STUDY_ERRORS, 409)),
+)
 def cancel_study(study_id):
+    """Cancel a study's running attempt, and its job at the inference provider.
+
+    Returns 409 `study_not_cancellable` when the study has already finished.
+    """
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     attempt = services.cancel_study(study, actor=_api_actor())
     db.session.commit()
@@ -267,12 +403,21 @@ def cancel_study(study_id):
 
 @bp.post("/studies/<study_id>/rerun/")
 @api_key_required
+@study_operation(
+    json=schemas.RerunRequest,
+    resp=responses(HTTP_202=schemas.Study, errors=(*STUDY_ERRORS, 409)),
+)
 def rerun_study(study_id):
+    """Run a finished study again as a new attempt, optionally with another series.
+
+    The body is optional. Returns 409 `study_busy` while an attempt is running.
+    """
     study = services.get_study_or_404(study_id, clinic=g.clinic)
-    body = request.get_json(silent=True) if request.content_length else {}
-    if not isinstance(body, dict):
+    body: schemas.RerunRequest | None = request.context.json
+    if body is None and request.content_length:
         raise InvalidJsonBody()
-    attempt = services.rerun_study(study, actor=_api_actor(), series_id=body.get("series_id"))
+    series_id = body.series_id if body is not None else None
+    attempt = services.rerun_study(study, actor=_api_actor(), series_id=series_id)
     db.session.commit()
     services.queue_attempt(attempt)
     response = jsonify(study_json(study))
@@ -283,7 +428,11 @@ def rerun_study(study_id):
 
 @bp.delete("/studies/<study_id>/")
 @api_key_required
+@study_operation(
+    resp=responses(204, errors=STUDY_ERRORS),
+)
 def delete_study(study_id):
+    """Delete a study and its stored objects; a running attempt is cancelled first."""
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     cancelled = services.delete_study(study, actor=_api_actor())
     db.session.commit()
@@ -293,7 +442,11 @@ def delete_study(study_id):
 
 @bp.get("/studies/<study_id>/attempts/")
 @api_key_required
+@study_operation(
+    resp=responses(HTTP_200=schemas.AttemptList, errors=STUDY_ERRORS),
+)
 def list_attempts(study_id):
+    """List every attempt of a study: status, times, series, error, who started it."""
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     record_view(
         actions.STUDY_VIEWED,

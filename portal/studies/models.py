@@ -336,3 +336,24 @@ class Artifact(db.Model):
 
     study: Mapped[Study] = relationship(back_populates="artifacts")
     attempt: Mapped[Attempt | None] = relationship(back_populates="artifacts")
+
+
+class UploadIdempotencyKey(db.Model):
+    """An `Idempotency-Key` a client sent with an upload, and the study it created.
+
+    Keys are unique per clinic. The fingerprint covers the ZIP's SHA-256 and the requested
+    categories, so a retry of the same upload is recognised and a reused key is not.
+    """
+
+    __tablename__ = "upload_idempotency_key"
+    __table_args__ = (UniqueConstraint("clinic_id", "key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_uuid)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    key: Mapped[str] = mapped_column(String(255))
+    #: SHA-256 (hex) over the upload's SHA-256 and its sorted category keys.
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("study.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    study: Mapped[Study] = relationship()

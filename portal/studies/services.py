@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from portal import audit
 from portal.audit import actions
@@ -34,6 +35,7 @@ from portal.studies.models import (
     Attempt,
     Study,
     StudyStatus,
+    UploadIdempotencyKey,
 )
 from portal.tenancy import all_clinics, scoped
 
@@ -74,6 +76,19 @@ class StudyNotCancellable(Conflict):
     code = "study_not_cancellable"
     title = _l("Nothing to cancel")
     message = _l("The study has already finished, so there is nothing to cancel.")
+
+
+class IdempotencyKeyConflict(Conflict):
+    code = "idempotency_key_conflict"
+    title = _l("Idempotency key already used")
+    message = _l(
+        "This Idempotency-Key was already used for another upload (a different ZIP or "
+        "categories). Use a new key for a new upload."
+    )
+    deleted_message = _l(
+        "This Idempotency-Key created a study that was deleted since. Use a new key to "
+        "upload the study again."
+    )
 
 
 class InvalidSeriesId(UserFacingError):
@@ -157,6 +172,15 @@ def spool_upload(stream: BinaryIO, *, max_bytes: int, directory: Path) -> tuple[
     return path, size_bytes, digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class UploadOutcome:
+    """The study an upload created, or the earlier one its Idempotency-Key names."""
+
+    study: Study
+    #: True when the upload repeated an earlier one with the same Idempotency-Key.
+    replayed: bool = False
+
+
 def create_study(
     *,
     clinic: Clinic,
@@ -167,16 +191,25 @@ def create_study(
     work_dir: Path,
     uploaded_by: User | None = None,
     api_key: ApiKey | None = None,
-) -> Study:
+    idempotency_key: str | None = None,
+) -> UploadOutcome:
     """Store an uploaded ZIP and create the study with its first attempt.
 
     The object is stored before the row is committed, so a worker never sees a study
-    whose upload is missing. The caller commits and then queues the attempt.
+    whose upload is missing. The caller commits and then queues the attempt, unless the
+    outcome is a replay. With an `idempotency_key` the clinic used before, the earlier
+    study is returned when the ZIP and categories are the same, and IdempotencyKeyConflict
+    is raised when they differ.
     """
     categories = resolve_categories(category_keys)
     work_dir.mkdir(parents=True, exist_ok=True)
     path, size_bytes, sha256 = spool_upload(stream, max_bytes=max_upload_bytes, directory=work_dir)
     try:
+        fingerprint = upload_fingerprint(sha256, [category.key for category in categories])
+        if idempotency_key is not None:
+            earlier = study_for_idempotency_key(clinic, idempotency_key, fingerprint)
+            if earlier is not None:
+                return UploadOutcome(earlier, replayed=True)
         study = Study(
             id=uuid.uuid4(),
             clinic_id=clinic.id,
@@ -186,7 +219,12 @@ def create_study(
             upload_size_bytes=size_bytes,
             upload_sha256=sha256,
         )
-        db.session.add(study)
+        if idempotency_key is None:
+            db.session.add(study)
+        else:
+            earlier = claim_idempotency_key(clinic, idempotency_key, fingerprint, study)
+            if earlier is not None:
+                return UploadOutcome(earlier, replayed=True)
         key = study_object_key(clinic.id, study.id, ARTIFACT_FILE_NAMES[ArtifactKind.UPLOAD])
         storage.upload_file(path, key, content_type="application/zip")
         study.artifacts.append(
@@ -217,7 +255,52 @@ def create_study(
         details={"size_bytes": size_bytes, "categories": study.requested_categories},
     )
     logger.info("study %s uploaded to clinic %s (%d bytes)", study.id, clinic.id, size_bytes)
-    return study
+    return UploadOutcome(study)
+
+
+def upload_fingerprint(upload_sha256: str, category_keys: list[str]) -> str:
+    """Hash what makes two uploads the same: the ZIP's SHA-256 and the sorted categories."""
+    text = upload_sha256 + "\n" + ",".join(sorted(category_keys))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def study_for_idempotency_key(clinic: Clinic, key: str, fingerprint: str) -> Study | None:
+    """Return the study an earlier upload with `key` created, or None for a new key.
+
+    Raises IdempotencyKeyConflict when the earlier upload differs or its study was deleted.
+    """
+    record = db.session.scalar(
+        scoped(UploadIdempotencyKey, clinic.id).where(UploadIdempotencyKey.key == key)
+    )
+    if record is None:
+        return None
+    if record.request_fingerprint != fingerprint:
+        raise IdempotencyKeyConflict()
+    if record.study.deleted_at is not None:
+        raise IdempotencyKeyConflict(message=IdempotencyKeyConflict.deleted_message)
+    logger.info("upload with a known idempotency key returns study %s", record.study_id)
+    return record.study
+
+
+def claim_idempotency_key(clinic: Clinic, key: str, fingerprint: str, study: Study) -> Study | None:
+    """Add `study` and record that `key` created it; return the earlier study on a race.
+
+    Both rows are inserted in one savepoint. When a concurrent upload with the same key
+    commits first, the unique constraint fails here, the savepoint's rollback takes the
+    new study out of the session, and that upload's study is returned instead.
+    """
+    try:
+        with db.session.begin_nested():
+            db.session.add(study)
+            db.session.add(
+                UploadIdempotencyKey(
+                    clinic_id=clinic.id, key=key, request_fingerprint=fingerprint, study=study
+                )
+            )
+    except IntegrityError:
+        logger.info("idempotency key of clinic %s was claimed by a concurrent upload", clinic.id)
+        return study_for_idempotency_key(clinic, key, fingerprint)
+    return None
 
 
 def queue_attempt(attempt: Attempt) -> None:

@@ -64,7 +64,7 @@ def upload():
         max_upload_bytes=settings.max_upload_bytes,
         work_dir=Path(settings.data_dir) / "uploads",
         uploaded_by=current_user,
-    )
+    ).study
     db.session.commit()
     services.queue_attempt(study.latest_attempt)
     return redirect(url_for("studies.detail", study_id=study.id))

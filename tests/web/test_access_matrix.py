@@ -243,6 +243,9 @@ MATRIX: dict[str, Entry] = {
     # The JSON API.
     "GET /api/health/": Entry("/api/health/", everyone(200, API_CALLERS)),
     "GET /api/auth/categories/": Entry("/api/auth/categories/", everyone(200, API_CALLERS)),
+    "GET /api/schema/": Entry("/api/schema/", everyone(200, API_CALLERS)),
+    "GET /api/schema/swagger/": Entry("/api/schema/swagger/", everyone(200, API_CALLERS)),
+    "GET /api/schema/redoc/": Entry("/api/schema/redoc/", everyone(200, API_CALLERS)),
     "GET /api/auth/users/": Entry("/api/auth/users/", api()),
     "GET /api/auth/users/me/": Entry("/api/auth/users/me/", api()),
     "GET /api/clinics/clinics/": Entry("/api/clinics/clinics/", api()),
@@ -262,6 +265,10 @@ MATRIX: dict[str, Entry] = {
         "/api/audit/events/", api(a=403, b=403, admin_b=200, key=403) | {"admin_a": 200}
     ),
     "POST /api/studies/": Entry("/api/studies/", api(a=202, b=202), upload=True),
+    "GET /api/studies/": Entry("/api/studies/", api()),
+    "GET /api/studies/<study_id>/report/": Entry(
+        "/api/studies/{study}/report/", api(b=404), same_as_missing=OTHER_CLINIC + ("operator",)
+    ),
     "GET /api/studies/<study_id>/": Entry(
         "/api/studies/{study}/", api(b=404), same_as_missing=OTHER_CLINIC + ("operator",)
     ),

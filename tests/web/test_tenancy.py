@@ -90,6 +90,7 @@ def test_tenant_tables_have_forced_policies(app):
         "invitation",
         "membership",
         "study",
+        "upload_idempotency_key",
         "webhook_delivery",
         "webhook_endpoint",
     ]
