@@ -208,6 +208,21 @@ class Storage:
         )
         return path
 
+    def delete_object(self, key: str) -> None:
+        """Delete the object at `key`; a missing object is not an error."""
+        self.retrying(
+            lambda: self._client.delete_object(Bucket=self.bucket, Key=key), what="delete"
+        )
+        logger.info("deleted object %s", key)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Return the key of every object under the folder `prefix`."""
+        keys = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix.rstrip("/") + "/"):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return keys
+
     def delete_prefix(self, prefix: str) -> int:
         deleted = 0
         paginator = self._client.get_paginator("list_objects_v2")

@@ -24,6 +24,7 @@ from .errors import (
     SliceGap,
     UnsupportedModality,
 )
+from .identifiers import PatientIdentifiers, read_identifiers
 from .nifti import (
     NativeNiftiWriter,
     ras_affine_from_lps,
@@ -60,6 +61,7 @@ __all__ = [
     "NativeNiftiWriter",
     "NoDicomFound",
     "NoUsableSeries",
+    "PatientIdentifiers",
     "PipelineError",
     "PipelineWarning",
     "PixelDecodeFailed",
@@ -78,6 +80,7 @@ __all__ = [
     "load_volume",
     "ras_affine_from_lps",
     "read_archive",
+    "read_identifiers",
     "resample_to_shape",
     "target_affine",
     "window_ct",

@@ -74,6 +74,15 @@ class StudyNotCancellable(Conflict):
     message = _l("The study has already finished, so there is nothing to cancel.")
 
 
+class StudyRawDataDeleted(Conflict):
+    code = "study_raw_data_deleted"
+    title = _l("Study can no longer run")
+    message = _l(
+        "The uploaded files of this study were deleted at the end of their retention "
+        "period, so it cannot run again. Upload the study again to process it."
+    )
+
+
 class InvalidSeriesId(UserFacingError):
     code = "invalid_series_id"
     status = 400
@@ -165,13 +174,20 @@ def create_study(
     work_dir: Path,
     uploaded_by: User | None = None,
     api_key: ApiKey | None = None,
+    legal_basis: str | None = None,
+    file_name: str = "",
 ) -> Study:
     """Store an uploaded ZIP and create the study with its first attempt.
 
     The object is stored before the row is committed, so a worker never sees a study
-    whose upload is missing. The caller commits and then queues the attempt.
+    whose upload is missing. `legal_basis` empty means the default basis; `file_name` is
+    stored encrypted, because clinics often name exports after the patient. The caller
+    commits and then queues the attempt.
     """
+    from portal.privacy.identifiers import check_legal_basis, seal_identifiers
+
     categories = resolve_categories(category_keys)
+    legal_basis = check_legal_basis(legal_basis)
     work_dir.mkdir(parents=True, exist_ok=True)
     path, size_bytes, sha256 = spool_upload(stream, max_bytes=max_upload_bytes, directory=work_dir)
     try:
@@ -183,7 +199,9 @@ def create_study(
             requested_categories=[category.key for category in categories],
             upload_size_bytes=size_bytes,
             upload_sha256=sha256,
+            legal_basis=legal_basis,
         )
+        seal_identifiers(study, {"upload_file_name": (file_name or "")[:255]})
         db.session.add(study)
         key = study_object_key(clinic.id, study.id, ARTIFACT_FILE_NAMES[ArtifactKind.UPLOAD])
         storage.upload_file(path, key, content_type="application/zip")
@@ -252,6 +270,8 @@ def rerun_study(study: Study, *, actor: Actor, series_id: str | None = None) -> 
     latest = study.latest_attempt
     if latest is not None and not latest.status.is_terminal:
         raise StudyBusy()
+    if study.raw_data_deleted_at is not None:
+        raise StudyRawDataDeleted()
     number = (
         db.session.scalar(select(func.max(Attempt.number)).where(Attempt.study_id == study.id)) or 0
     ) + 1

@@ -62,6 +62,8 @@ def upload():
         max_upload_bytes=settings.max_upload_bytes,
         work_dir=Path(settings.data_dir) / "uploads",
         uploaded_by=current_user,
+        legal_basis=form.legal_basis.data,
+        file_name=form.file.data.filename or "",
     )
     db.session.commit()
     services.queue_attempt(study.latest_attempt)
