@@ -85,6 +85,8 @@ def test_tenant_tables_have_forced_policies(app):
         "api_key",
         "artifact",
         "attempt",
+        "audit_chain_head",
+        "audit_event",
         "invitation",
         "membership",
         "study",
