@@ -76,6 +76,19 @@ def study_object_key(
     return f"{prefix}/{file_name}"
 
 
+def encryption_args(settings: Settings) -> dict[str, str]:
+    """Return the server-side encryption parameters of every write (S3_SSE, S3_SSE_KMS_KEY_ID).
+
+    boto3 passes them to PutObject, CreateMultipartUpload and CopyObject alike.
+    """
+    if not settings.s3_sse:
+        return {}
+    args = {"ServerSideEncryption": settings.s3_sse}
+    if settings.s3_sse == "aws:kms" and settings.s3_sse_kms_key_id:
+        args["SSEKMSKeyId"] = settings.s3_sse_kms_key_id
+    return args
+
+
 class Storage:
     """A bucket reached through two S3 clients: one for the servers, one to sign browser URLs."""
 
@@ -86,6 +99,7 @@ class Storage:
         self.presigned_ttl_s = min(settings.presigned_url_ttl_s, MAX_PRESIGNED_URL_TTL_S)
         self._client = self._build_client(settings, settings.s3_endpoint_url)
         self._signing_client = self._build_client(settings, settings.s3_public_endpoint_url)
+        self.encryption_args = encryption_args(settings)
 
     def _quick_client(self, timeout_s: float):
         # No retries and short timeouts, so a health check returns in about `timeout_s`.
@@ -164,7 +178,10 @@ class Storage:
         """Upload the file at `path` under `key` in parts, and return its size in bytes."""
         self.retrying(
             lambda: self._client.upload_file(
-                str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}
+                str(path),
+                self.bucket,
+                key,
+                ExtraArgs={"ContentType": content_type, **self.encryption_args},
             ),
             what="upload",
         )
@@ -192,6 +209,7 @@ class Storage:
                 CopySource={"Bucket": self.bucket, "Key": staging_key},
                 ContentType=content_type,
                 MetadataDirective="REPLACE",
+                **self.encryption_args,
             ),
             what="copy",
         )

@@ -1,7 +1,7 @@
 """Add encrypted patient data, legal basis and retention
 
 Revision ID: 34be7642e115
-Revises: 28a4184f94e3
+Revises: b796273dbda5
 Create Date: 2026-12-04 23:38:07.335223
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '34be7642e115'
-down_revision = '28a4184f94e3'
+down_revision = 'b796273dbda5'
 branch_labels = None
 depends_on = None
 

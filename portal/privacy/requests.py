@@ -94,16 +94,14 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def export_patient_data(
-    clinic: Clinic, patient_id: str, *, storage: Storage, audit_events
-) -> tuple[Path, int]:
+def export_patient_data(clinic: Clinic, patient_id: str, *, storage: Storage) -> tuple[Path, int]:
     """Write a ZIP of the patient's studies and return its path and the study count.
 
     The ZIP holds per study `study.json` (the record), and per attempt `report.json`
     (the ingestion report), `label_stats.json` and the result NIfTI pair when stored,
-    plus `audit_events.json` with the events about those studies (`audit_events(ids)`
-    returns them as dicts). Member names hold study ids and attempt numbers only. The
-    caller sends the file, deletes it, and commits the audit event recorded here.
+    plus `audit_events.json` with the clinic's events whose target is one of those studies.
+    Member names hold study ids and attempt numbers only. The caller sends the file,
+    deletes it, and commits the audit event recorded here.
     """
     studies = studies_of_patient(clinic, patient_id, include_deleted=True)
     handle = tempfile.NamedTemporaryFile(prefix="export-", suffix=".zip", delete=False)
@@ -113,7 +111,7 @@ def export_patient_data(
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for study in studies:
                 _export_study(archive, study, storage=storage)
-            events = audit_events([study.id for study in studies])
+            events = study_audit_events(clinic, [study.id for study in studies])
             archive.writestr("audit_events.json", _json(events))
     except BaseException:
         path.unlink(missing_ok=True)
@@ -125,6 +123,36 @@ def export_patient_data(
     )
     logger.info("patient data export of %d studies in clinic %s", len(studies), clinic.id)
     return path, len(studies)
+
+
+def study_audit_events(clinic: Clinic, study_ids: list[uuid.UUID]) -> list[dict]:
+    """Return the clinic's audit events about the given studies, oldest first."""
+    from portal.audit.models import AuditEvent
+    from portal.tenancy import scoped
+
+    if not study_ids:
+        return []
+    events = db.session.scalars(
+        scoped(AuditEvent, clinic.id)
+        .where(
+            AuditEvent.target_type == "study",
+            AuditEvent.target_id.in_([str(study_id) for study_id in study_ids]),
+        )
+        .order_by(AuditEvent.seq)
+    )
+    return [
+        {
+            "occurred_at": event.occurred_at.isoformat(),
+            "action": event.action,
+            "actor_type": str(event.actor_type),
+            "actor_id": event.actor_id,
+            "actor_role": event.actor_role,
+            "target_id": event.target_id,
+            "outcome": str(event.outcome),
+            "details": event.details,
+        }
+        for event in events
+    ]
 
 
 def _export_study(archive: zipfile.ZipFile, study: Study, *, storage: Storage) -> None:

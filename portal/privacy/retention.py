@@ -45,8 +45,8 @@ def results_expire_at(study: Study, retention_years: int) -> datetime | None:
     return end + timedelta(days=round(365.25 * retention_years)) if end else None
 
 
-def retention_json(study: Study) -> dict:
-    """Describe what the study keeps and until when, for the page and the API."""
+def retention_facts(study: Study) -> dict:
+    """Describe what the study keeps and until when, as datetimes and flags."""
     from flask import current_app
 
     from portal.clinics.models import Clinic
@@ -54,19 +54,42 @@ def retention_json(study: Study) -> dict:
     settings = current_app.config["PORTAL_SETTINGS"]
     clinic = db.session.get(Clinic, study.clinic_id)
     raw_after = raw_data_delete_after(study, settings)
-    expires = results_expire_at(study, clinic.retention_years) if clinic else None
     return {
-        "raw_data_deleted_at": _iso(study.raw_data_deleted_at),
-        "raw_data_delete_after": _iso(raw_after) if study.raw_data_deleted_at is None else None,
-        "results_expire_at": _iso(expires),
+        "raw_data_deleted_at": study.raw_data_deleted_at,
+        "raw_data_delete_after": raw_after if study.raw_data_deleted_at is None else None,
+        "results_expire_at": results_expire_at(study, clinic.retention_years) if clinic else None,
         "legal_hold": study.is_on_legal_hold,
-        "erasure_requested_at": _iso(study.erasure_requested_at),
+        "erasure_requested_at": study.erasure_requested_at,
         "can_run_again": study.raw_data_deleted_at is None,
+    }
+
+
+def retention_json(study: Study) -> dict:
+    """Return `retention_facts` with ISO 8601 times, for the API."""
+    return {
+        name: _iso(value) if isinstance(value, datetime) else value
+        for name, value in retention_facts(study).items()
     }
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+LEGAL_HOLD_ACTIONS = {True: "study.legal_hold_set", False: "study.legal_hold_lifted"}
+
+
+def set_legal_hold(study: Study, *, held: bool) -> None:
+    """Set or lift the study's legal hold and audit the change; the caller commits.
+
+    Setting the state the study already has records nothing.
+    """
+    if study.is_on_legal_hold == held:
+        return
+    study.is_on_legal_hold = held
+    record_study_event(LEGAL_HOLD_ACTIONS[held], study, {})
+    db.session.flush()
+    logger.info("legal hold of study %s %s", study.id, "set" if held else "lifted")
 
 
 def raw_object_keys(study: Study) -> list[str]:
@@ -94,6 +117,7 @@ def delete_raw_data(study: Study, *, storage: Storage) -> int:
     for artifact in [item for item in study.artifacts if item.kind in RAW_ARTIFACT_KINDS]:
         study.artifacts.remove(artifact)
     study.raw_data_deleted_at = utcnow()
+    record_study_event("study.raw_data_deleted", study, {"object_count": len(keys)})
     db.session.flush()
     logger.info("raw data of study %s deleted (%d objects)", study.id, len(keys))
     return len(keys)
@@ -110,9 +134,18 @@ def expire_results(study: Study, *, storage: Storage) -> int:
     study.raw_data_deleted_at = study.raw_data_deleted_at or now
     study.results_expired_at = now
     study.deleted_at = study.deleted_at or now
+    record_study_event("study.results_expired", study, {"object_count": deleted})
     db.session.flush()
     logger.info("results of study %s expired: %d objects deleted", study.id, deleted)
     return deleted
+
+
+def record_study_event(action: str, study: Study, details: dict) -> None:
+    from portal.privacy.requests import record_privacy_event
+
+    record_privacy_event(
+        action, clinic_id=study.clinic_id, details=details, target_type="study", target_id=study.id
+    )
 
 
 def apply_retention(*, settings, storage: Storage, now: datetime | None = None) -> dict:
