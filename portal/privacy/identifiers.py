@@ -35,7 +35,7 @@ class InvalidLegalBasis(UserFacingError):
     code = "invalid_legal_basis"
     status = 400
     title = _l("Invalid legal basis")
-    message = _l("Unknown legal basis: %(code)s. Use one of: %(codes)s.")
+    message = _l("Unknown legal basis: %(value)s. Use one of: %(codes)s.")
 
 
 class InvalidPatientId(UserFacingError):
@@ -78,7 +78,7 @@ def check_legal_basis(code: str | None) -> str:
     """Return the legal basis code to store: the default when empty, else a listed code."""
     code = (code or "").strip() or DEFAULT_LEGAL_BASIS
     if code not in LEGAL_BASES:
-        raise InvalidLegalBasis(code=code[:40], codes=", ".join(LEGAL_BASES))
+        raise InvalidLegalBasis(value=code[:40], codes=", ".join(LEGAL_BASES))
     return code
 
 

@@ -94,7 +94,9 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def export_patient_data(clinic: Clinic, patient_id: str, *, storage: Storage) -> tuple[Path, int]:
+def export_patient_data(
+    clinic: Clinic, patient_id: str, *, storage: Storage, work_dir: Path
+) -> tuple[Path, int]:
     """Write a ZIP of the patient's studies and return its path and the study count.
 
     The ZIP holds per study `study.json` (the record), and per attempt `report.json`
@@ -104,7 +106,10 @@ def export_patient_data(clinic: Clinic, patient_id: str, *, storage: Storage) ->
     deletes it, and commits the audit event recorded here.
     """
     studies = studies_of_patient(clinic, patient_id, include_deleted=True)
-    handle = tempfile.NamedTemporaryFile(prefix="export-", suffix=".zip", delete=False)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(
+        prefix="export-", suffix=".zip", dir=work_dir, delete=False
+    )
     handle.close()
     path = Path(handle.name)
     try:
@@ -165,7 +170,7 @@ def _export_study(archive: zipfile.ZipFile, study: Study, *, storage: Storage) -
             archive.writestr(f"{attempt_folder}/report.json", _json(attempt.report))
         if attempt.label_stats is not None:
             archive.writestr(f"{attempt_folder}/label_stats.json", _json(attempt.label_stats))
-    with tempfile.TemporaryDirectory(prefix="export-") as work:
+    with tempfile.TemporaryDirectory(prefix="export-", dir=archive_dir(archive)) as work:
         for artifact in study.artifacts:
             if artifact.kind not in (ArtifactKind.IMAGE_NIFTI, ArtifactKind.MASK_NIFTI):
                 continue
@@ -174,6 +179,11 @@ def _export_study(archive: zipfile.ZipFile, study: Study, *, storage: Storage) -
             local = storage.download_file(artifact.storage_key, Path(work) / name)
             archive.write(local, f"{folder}/attempts/{number}/{name}")
             local.unlink()
+
+
+def archive_dir(archive: zipfile.ZipFile) -> Path:
+    """Return the folder of the ZIP being written, so downloads stay on the same volume."""
+    return Path(archive.filename).parent
 
 
 def _json(value) -> str:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from flask import (
     Blueprint,
-    after_this_request,
     current_app,
     flash,
     g,
@@ -63,20 +63,21 @@ def export_patient():
     form = PatientLookupForm()
     if not form.validate_on_submit():
         return render_template("privacy/patient_data.html", form=form), 400
+    settings = current_app.config["PORTAL_SETTINGS"]
     path, _count = subject_requests.export_patient_data(
-        g.clinic, form.patient_id.data, storage=current_app.extensions["portal_storage"]
+        g.clinic,
+        form.patient_id.data,
+        storage=current_app.extensions["portal_storage"],
+        work_dir=Path(settings.data_dir) / "exports",
     )
     db.session.commit()
-
-    @after_this_request
-    def remove_export(response):
-        path.unlink(missing_ok=True)
-        return response
-
+    # The open file outlives its name on POSIX systems, so the export leaves nothing on
+    # disk once the response is sent.
+    handle = path.open("rb")
+    path.unlink()
     response = send_file(
-        path, mimetype="application/zip", as_attachment=True, download_name="patient-data.zip"
+        handle, mimetype="application/zip", as_attachment=True, download_name="patient-data.zip"
     )
-    # send_file streams from the open file, which outlives the unlink on POSIX systems.
     response.headers["Cache-Control"] = "no-store"
     return response
 
