@@ -278,6 +278,19 @@ def sweep_command() -> None:
         click.echo(str(attempt_id))
 
 
+@click.command("retention")
+def retention_command() -> None:
+    """Delete raw data and expired results now, as the hourly task does; print the counts."""
+    from portal.privacy.retention import apply_retention
+
+    done = apply_retention(
+        settings=current_app.config["PORTAL_SETTINGS"],
+        storage=current_app.extensions["portal_storage"],
+    )
+    click.echo(f"raw_data\t{len(done['raw_data'])}")
+    click.echo(f"results\t{len(done['results'])}")
+
+
 @click.command("worker-health")
 @click.option(
     "--max-age",
@@ -308,3 +321,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(worker_command)
     app.cli.add_command(worker_health_command)
     app.cli.add_command(sweep_command)
+    app.cli.add_command(retention_command)
