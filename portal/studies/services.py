@@ -23,6 +23,7 @@ from portal.clinics.models import ApiKey, Clinic, User
 from portal.db_types import utcnow
 from portal.errors import Conflict, NotFound, UploadTooLarge, UserFacingError, format_bytes
 from portal.extensions import db
+from portal.privacy.identifiers import SEALED_COLUMNS, seal_identifiers
 from portal.storage import Storage, study_object_key
 from portal.studies.models import (
     ARTIFACT_FILE_NAMES,
@@ -184,7 +185,7 @@ def create_study(
     stored encrypted, because clinics often name exports after the patient. The caller
     commits and then queues the attempt.
     """
-    from portal.privacy.identifiers import check_legal_basis, seal_identifiers
+    from portal.privacy.identifiers import check_legal_basis
 
     categories = resolve_categories(category_keys)
     legal_basis = check_legal_basis(legal_basis)
@@ -291,8 +292,9 @@ def rerun_study(study: Study, *, actor: Actor, series_id: str | None = None) -> 
 def delete_study(study: Study, *, actor: Actor) -> Attempt | None:
     """Mark the study deleted, recording who did it, and cancel a running attempt.
 
-    The row stays as the record; the caller commits, then calls `after_delete`, which
-    queues the deletion of the stored objects. Returns the attempt it cancelled, if any.
+    The row stays as the record, without the patient identifiers. The caller commits, then
+    calls `after_delete`, which queues the deletion of the stored objects. Returns the
+    attempt it cancelled, if any.
     """
     cancelled = None
     attempt = study.latest_attempt
@@ -301,6 +303,8 @@ def delete_study(study: Study, *, actor: Actor) -> Attempt | None:
     study.deleted_at = utcnow()
     study.deleted_by_user_id = actor.user_id
     study.deleted_by_api_key_id = actor.api_key_id
+    # The row stays as the record of the deletion; the patient identifiers go with the data.
+    seal_identifiers(study, dict.fromkeys(SEALED_COLUMNS, ""))
     db.session.flush()
     logger.info("study %s deleted", study.id)
     return cancelled

@@ -165,6 +165,7 @@ def test_processing_seals_identifiers(
     assert body["patient"]["birth_date"] == PATIENT.birth_date
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_study_page_and_search_show_patient(
     pipeline_app, make_clinic, make_user, make_api_key, login, queued, run_steps_inline
 ):
@@ -203,3 +204,55 @@ def test_search_rejects_overlong_patient_id(app, client, make_clinic, make_user,
     login(make_user(make_clinic()))
     response = client.post("/studies/", data={"patient_id": "X" * 65})
     assert response.status_code == 400
+
+
+def test_deleted_study_drops_identifiers(app, client, make_clinic, make_api_key, queued):
+    from portal.extensions import db
+    from portal.studies.models import Study
+    from portal.tenancy import all_clinics
+
+    token = make_api_key(make_clinic())
+    study_id = upload_study(client, token, study_zip(PATIENT), file_name="SOUZA.zip")
+    with app.app_context(), all_clinics():
+        from portal.privacy.identifiers import seal_identifiers
+
+        study = db.session.get(Study, uuid.UUID(study_id))
+        seal_identifiers(study, {"patient_id": PATIENT.patient_id, "patient_name": PATIENT.name})
+        db.session.commit()
+
+    response = client.delete(
+        f"/api/studies/{study_id}/", headers={"Authorization": f"Bearer {token}"}
+    )
+
+    assert response.status_code == 204
+    with app.app_context(), all_clinics():
+        study = db.session.get(Study, uuid.UUID(study_id))
+        assert study.deleted_at is not None
+        assert study.patient_id_hash is None
+        assert study.patient_name_enc is None
+        assert study.patient_id_enc is None
+        assert study.upload_file_name_enc is None
+
+
+@pytest.mark.parametrize(
+    ("language", "heading", "sent"),
+    [
+        ("en", "How Vizier Med treats patient data", "Only the de-identified volume"),
+        ("pt-BR", "Como o Vizier Med trata os dados de pacientes", "Só o volume desidentificado"),
+    ],
+)
+def test_privacy_page_is_public(client, language, heading, sent):
+    response = client.get("/privacy", headers={"Accept-Language": language})
+    text = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert heading in text
+    assert sent in text
+    assert "LGPD art. 11 II f" in text
+    assert "Lei 13.787/2018" in text
+    assert "72" in text
+
+
+def test_footer_links_privacy_page(app, client, make_clinic, make_user, login):
+    login(make_user(make_clinic()))
+    page = client.get("/studies/").get_data(as_text=True)
+    assert 'href="/privacy"' in page

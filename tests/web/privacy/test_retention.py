@@ -62,6 +62,7 @@ def test_raw_data_stays_within_retention(finished_study):
     assert stored_keys(app, study_id) == before
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_raw_data_deleted_after_retention(finished_study):
     app, client, token, study_id, _clinic_id = finished_study
     names_before = file_names(stored_keys(app, study_id))
@@ -139,6 +140,7 @@ def test_results_expire_after_clinic_period(finished_study):
     assert response.status_code == 404
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_legal_hold_stops_retention(finished_study, make_user, login):
     from portal.audit.models import AuditEvent
     from portal.extensions import db

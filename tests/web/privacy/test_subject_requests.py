@@ -76,6 +76,7 @@ def test_lookup_lists_the_patients_studies(clinic_with_studies):
     assert text.count("<tr>") == 4  # the header row and three studies
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_export_holds_records_results_and_events(clinic_with_studies):
     _app, client, token, ids = clinic_with_studies
     # Setting and lifting a legal hold are events about the study that the export carries.
@@ -149,6 +150,7 @@ def test_erasure_requires_confirmation(clinic_with_studies):
     assert stored_keys(app, ids["done"]) == before
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_erasure_keeps_only_the_record(clinic_with_studies):
     from portal.audit.models import AuditEvent
     from portal.extensions import db
