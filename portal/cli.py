@@ -90,6 +90,18 @@ def set_seats_command(clinic_id: str, seats: int) -> None:
         db.session.commit()
 
 
+@clinics_cli.command("set-retention")
+@click.argument("clinic_id")
+@click.argument("years", type=click.IntRange(min=1, max=100))
+def set_retention_command(clinic_id: str, years: int) -> None:
+    """Set how many years a clinic keeps study results after the last attempt ends."""
+    with all_clinics():
+        clinic = _load_clinic(clinic_id)
+        clinic.retention_years = years
+        db.session.commit()
+    logger.info("retention of clinic %s set to %d years", clinic_id, years)
+
+
 @clinics_cli.command("list")
 def list_clinics_command() -> None:
     """Print each clinic: id, seats used, seat limit and name, separated by tabs."""
@@ -279,6 +291,7 @@ def sweep_command() -> None:
 
 
 @click.command("retention")
+@with_appcontext
 def retention_command() -> None:
     """Delete raw data and expired results now, as the hourly task does; print the counts."""
     from portal.privacy.retention import apply_retention

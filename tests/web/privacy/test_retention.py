@@ -190,3 +190,34 @@ def test_running_study_keeps_raw_data(app, client, make_clinic, make_api_key, qu
     done = run_retention(app, after=timedelta(days=3650))
     assert done == {"raw_data": [], "results": []}
     assert "upload.zip" in file_names(stored_keys(app, study_id))
+
+
+def test_cli_sets_clinic_retention(app, make_clinic):
+    from portal.clinics.models import Clinic
+    from portal.extensions import db
+    from portal.tenancy import all_clinics
+
+    clinic_id = make_clinic()
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["clinics", "set-retention", str(clinic_id), "25"])
+    assert result.exit_code == 0, result.output
+    with app.app_context(), all_clinics():
+        assert db.session.get(Clinic, clinic_id).retention_years == 25
+    rejected = runner.invoke(args=["clinics", "set-retention", str(clinic_id), "0"])
+    assert rejected.exit_code != 0
+
+
+def test_cli_retention_prints_counts(app):
+    result = app.test_cli_runner().invoke(args=["retention"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["raw_data\t0", "results\t0"]
+
+
+def test_new_clinic_keeps_results_twenty_years(app, make_clinic):
+    from portal.clinics.models import Clinic
+    from portal.extensions import db
+    from portal.tenancy import all_clinics
+
+    clinic_id = make_clinic()
+    with app.app_context(), all_clinics():
+        assert db.session.get(Clinic, clinic_id).retention_years == 20
