@@ -114,7 +114,7 @@ def convert_in_child(
     if completed.returncode != EXIT_RESULT_WRITTEN or not result_path.exists():
         return _raise_for_dead_child(completed)
     document = json.loads(result_path.read_text(encoding="utf-8"))
-    # The result file holds the patient identifiers in clear: it goes as soon as it is read.
+    # The result file contains the patient identifiers in clear, so it is deleted once read.
     result_path.unlink(missing_ok=True)
     if "error" in document:
         error = document["error"]

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-#: First byte of every ciphertext, so a later key or algorithm can be told apart.
+#: First byte of every ciphertext, so that a later key or algorithm can be distinguished.
 CIPHERTEXT_VERSION = b"\x01"
 NONCE_BYTES = 12
 _SEARCH_KEY_INFO = b"vizier-med patient-id search v1"

@@ -27,7 +27,7 @@ SEALED_COLUMNS = {
     "upload_file_name": "upload_file_name_enc",
 }
 
-#: Longest patient ID a search accepts, in characters; DICOM's LO allows 64.
+#: Maximum length of a patient ID in a search, in characters, as DICOM's LO value allows.
 MAX_PATIENT_ID_LENGTH = 64
 
 

@@ -21,7 +21,7 @@ from portal.db_types import utcnow
 from portal.extensions import db
 from portal.privacy.identifiers import open_identifiers, seal_identifiers, studies_of_patient
 from portal.privacy.legal_basis import LEGAL_BASES
-from portal.privacy.retention import raw_object_keys, results_expire_at
+from portal.privacy.retention import raw_object_keys, remove_study_data, results_expire_at
 from portal.storage import Storage, study_prefix
 from portal.studies.models import ArtifactKind, Study, StudyStatus
 
@@ -41,7 +41,7 @@ ERASURE_ACTION = "patient_data.erased"
 
 @dataclass
 class ErasureSummary:
-    """What an erasure did, for the admin: no identifier, only study ids and dates."""
+    """The outcome of an erasure, for the admin: study ids and dates, no identifier."""
 
     #: Studies with nothing kept: every object deleted and the study removed.
     erased_study_ids: list[uuid.UUID] = field(default_factory=list)
@@ -99,7 +99,7 @@ def export_patient_data(
 ) -> tuple[Path, int]:
     """Write a ZIP of the patient's studies and return its path and the study count.
 
-    The ZIP holds per study `study.json` (the record), and per attempt `report.json`
+    The ZIP contains per study `study.json` (the record), and per attempt `report.json`
     (the ingestion report), `label_stats.json` and the result NIfTI pair when stored,
     plus `audit_events.json` with the clinic's events whose target is one of those studies.
     Member names hold study ids and attempt numbers only. The caller sends the file,
@@ -257,15 +257,8 @@ def _erase_keeping_record(study: Study, *, storage: Storage) -> int:
 
 
 def _erase_everything(study: Study, *, storage: Storage) -> int:
-    from portal.privacy.identifiers import SEALED_COLUMNS
-
-    deleted = storage.delete_prefix(study_prefix(study.clinic_id, study.id))
-    study.artifacts.clear()
-    seal_identifiers(study, dict.fromkeys(SEALED_COLUMNS, ""))
-    now = utcnow()
-    study.raw_data_deleted_at = study.raw_data_deleted_at or now
-    study.erasure_requested_at = now
-    study.deleted_at = study.deleted_at or now
+    deleted = remove_study_data(study, storage=storage)
+    study.erasure_requested_at = utcnow()
     return deleted
 
 

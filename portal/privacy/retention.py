@@ -21,7 +21,7 @@ from portal.studies.models import ArtifactKind, Study
 
 logger = logging.getLogger(__name__)
 
-#: Objects of an attempt that only feed processing: the inference input and its raw answer.
+#: The raw response of the inference API, stored per attempt for the results step.
 INFERENCE_RESULT_FILE_NAME = "inference_result.npz"
 RAW_ARTIFACT_KINDS = frozenset({ArtifactKind.UPLOAD, ArtifactKind.VOLUME_NPZ})
 
@@ -79,21 +79,21 @@ def _iso(value: datetime | None) -> str | None:
 LEGAL_HOLD_ACTIONS = {True: "study.legal_hold_set", False: "study.legal_hold_lifted"}
 
 
-def set_legal_hold(study: Study, *, held: bool) -> None:
+def set_legal_hold(study: Study, *, on_hold: bool) -> None:
     """Set or lift the study's legal hold and audit the change; the caller commits.
 
     Setting the state the study already has records nothing.
     """
-    if study.is_on_legal_hold == held:
+    if study.is_on_legal_hold == on_hold:
         return
-    study.is_on_legal_hold = held
-    record_study_event(LEGAL_HOLD_ACTIONS[held], study, {})
+    study.is_on_legal_hold = on_hold
+    record_study_event(LEGAL_HOLD_ACTIONS[on_hold], study, {})
     db.session.flush()
-    logger.info("legal hold of study %s %s", study.id, "set" if held else "lifted")
+    logger.info("legal hold of study %s %s", study.id, "set" if on_hold else "lifted")
 
 
 def raw_object_keys(study: Study) -> list[str]:
-    """Return the keys of the study's raw upload and every attempt's inference input and answer."""
+    """Return the keys of the raw upload and of every attempt's inference input and response."""
     keys = [
         artifact.storage_key for artifact in study.artifacts if artifact.kind in RAW_ARTIFACT_KINDS
     ]
@@ -123,8 +123,11 @@ def delete_raw_data(study: Study, *, storage: Storage) -> int:
     return len(keys)
 
 
-def expire_results(study: Study, *, storage: Storage) -> int:
-    """Delete every object and identifier of a study whose retention ended; the caller commits."""
+def remove_study_data(study: Study, *, storage: Storage) -> int:
+    """Delete every object and identifier of a study and mark it deleted; return the count.
+
+    The row stays, without identifiers, as the record that the study existed.
+    """
     from portal.privacy.identifiers import SEALED_COLUMNS, seal_identifiers
 
     deleted = storage.delete_prefix(study_prefix(study.clinic_id, study.id))
@@ -132,8 +135,14 @@ def expire_results(study: Study, *, storage: Storage) -> int:
     seal_identifiers(study, dict.fromkeys(SEALED_COLUMNS, ""))
     now = utcnow()
     study.raw_data_deleted_at = study.raw_data_deleted_at or now
-    study.results_expired_at = now
     study.deleted_at = study.deleted_at or now
+    return deleted
+
+
+def expire_results(study: Study, *, storage: Storage) -> int:
+    """Delete every object and identifier of a study whose retention ended; the caller commits."""
+    deleted = remove_study_data(study, storage=storage)
+    study.results_expired_at = utcnow()
     record_study_event("study.results_expired", study, {"object_count": deleted})
     db.session.flush()
     logger.info("results of study %s expired: %d objects deleted", study.id, deleted)

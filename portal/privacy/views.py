@@ -109,10 +109,10 @@ def erase_patient():
 @clinic_admin_required
 def set_legal_hold(study_id):
     study = get_study_or_404(study_id, clinic=g.clinic)
-    held = request.form.get("hold") == "on"
-    retention.set_legal_hold(study, held=held)
+    on_hold = request.form.get("hold") == "on"
+    retention.set_legal_hold(study, on_hold=on_hold)
     db.session.commit()
-    if held:
+    if on_hold:
         flash(_("Legal hold set: retention deletes nothing of this study until it is lifted."))
     else:
         flash(_("Legal hold lifted: retention applies to this study again."))

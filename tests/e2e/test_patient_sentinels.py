@@ -117,6 +117,22 @@ def wait_until_finished(base_url: str, study_id: str, headers: dict, timeout_s: 
     raise AssertionError(f"study {study_id} did not finish in {timeout_s} s")
 
 
+def upload_sentinel_study(env) -> tuple[str, dict]:
+    """Upload the sentinel study with a new clinic's API key; return its id and headers."""
+    clinic = run_flask(env, "clinics", "create", "Clínica Sentinela", "--seats", "2")
+    key = run_flask(env, "api-keys", "create", "--clinic", clinic, "--name", "RIS")
+    headers = {"Authorization": f"Bearer {key}"}
+    created = requests.post(
+        f"{env['PORTAL_BASE_URL']}/api/studies/",
+        headers=headers,
+        files={"file": (FILE_NAME, sentinel_study_zip(), "application/zip")},
+        data={"categories": ["lung", "bone"]},
+        timeout=60,
+    )
+    assert created.status_code == 202, created.text
+    return created.json()["id"], headers
+
+
 def storage_objects(env, work_dir: Path) -> dict[str, bytes]:
     """Return every object of the stack's bucket by key."""
     from portal.config import Settings
@@ -159,18 +175,7 @@ def test_sentinels_only_in_encrypted_columns(tmp_path):
         ) as stack:
             env = stack.env
             base_url = env["PORTAL_BASE_URL"]
-            clinic = run_flask(env, "clinics", "create", "Clínica Sentinela", "--seats", "2")
-            key = run_flask(env, "api-keys", "create", "--clinic", clinic, "--name", "RIS")
-            headers = {"Authorization": f"Bearer {key}"}
-            created = requests.post(
-                f"{base_url}/api/studies/",
-                headers=headers,
-                files={"file": (FILE_NAME, sentinel_study_zip(), "application/zip")},
-                data={"categories": ["lung", "bone"]},
-                timeout=60,
-            )
-            assert created.status_code == 202, created.text
-            study_id = created.json()["id"]
+            study_id, headers = upload_sentinel_study(env)
             final = wait_until_finished(base_url, study_id, headers)
             assert final["status"] == "succeeded", final
 
@@ -212,14 +217,15 @@ def test_sentinels_only_in_encrypted_columns(tmp_path):
             findings += find_sentinels(f"log {path.name}", path.read_bytes())
 
         # Object keys and bodies. The raw upload is the patient's own DICOM, so its body
-        # holds the identifiers by nature; it is checked after retention deletes it.
+        # contains the identifiers by nature. The second test checks storage after
+        # retention has deleted it.
         npz_keys = [key for key in objects_before_retention if key.endswith("/volume.npz")]
         assert len(npz_keys) == 1
         for object_key, body in objects_before_retention.items():
             findings += find_sentinels("an object key", object_key.encode())
             if object_key.endswith("/upload.zip"):
-                # The search must find what is there: the raw upload holds every sentinel
-                # but the file name, which only the multipart header carried.
+                # The search must find what is there: the raw upload contains every
+                # sentinel except the file name, which only the multipart header carried.
                 found_in_upload = {label for label, _term, pattern in PATTERNS if pattern in body}
                 assert found_in_upload == set(SEARCH_TERMS) - {"file name"}
                 continue
@@ -243,24 +249,14 @@ def test_sentinels_only_in_encrypted_columns(tmp_path):
 
 
 def test_no_trace_on_disk_after_raw_retention(tmp_path):
-    """After raw retention nothing under DATA_DIR but the database holds the identifiers.
+    """Read every file under DATA_DIR after raw retention: no sentinel may remain in clear.
 
-    The database holds them encrypted, which `test_sentinels_only_in_encrypted_columns`
-    checks; here the whole data folder (storage files included) is read byte by byte.
+    The database file is read too, because its identifiers are encrypted.
     """
     with running_stack(tmp_path, DICOM_TARGET_HW="(32, 32)", DICOM_TARGET_SLICES=8) as stack:
         env = stack.env
         base_url = env["PORTAL_BASE_URL"]
-        clinic = run_flask(env, "clinics", "create", "Clínica Sentinela", "--seats", "2")
-        key = run_flask(env, "api-keys", "create", "--clinic", clinic, "--name", "RIS")
-        headers = {"Authorization": f"Bearer {key}"}
-        created = requests.post(
-            f"{base_url}/api/studies/",
-            headers=headers,
-            files={"file": (FILE_NAME, sentinel_study_zip(), "application/zip")},
-            timeout=60,
-        )
-        study_id = created.json()["id"]
+        study_id, headers = upload_sentinel_study(env)
         assert wait_until_finished(base_url, study_id, headers)["status"] == "succeeded"
         output = run_flask(env | {"RAW_RETENTION_HOURS": "0"}, "retention")
         assert output.splitlines()[0] == "raw_data\t1"
