@@ -23,7 +23,8 @@ from portal.privacy.identifiers import open_identifiers, seal_identifiers, studi
 from portal.privacy.legal_basis import LEGAL_BASES
 from portal.privacy.retention import raw_object_keys, remove_study_data, results_expire_at
 from portal.storage import Storage, study_prefix
-from portal.studies.models import ArtifactKind, Study, StudyStatus
+from portal.studies.models import ArtifactKind, Attempt, Study, StudyStatus
+from portal.studies.services import Actor, cancel_study
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class ErasureSummary:
     #: Studies on legal hold, left untouched.
     held_study_ids: list[uuid.UUID] = field(default_factory=list)
     deleted_object_count: int = 0
+    #: Attempts that were running and got cancelled; the caller cancels their provider jobs.
+    cancelled_attempts: list[Attempt] = field(default_factory=list)
 
     @property
     def study_count(self) -> int:
@@ -190,20 +193,30 @@ def _json(value) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
-def erase_patient_data(clinic: Clinic, patient_id: str, *, storage: Storage) -> ErasureSummary:
+def erase_patient_data(
+    clinic: Clinic, patient_id: str, *, storage: Storage, actor: Actor
+) -> ErasureSummary:
     """Delete at once what no legal duty keeps of the patient's studies; the caller commits.
 
     A study with a successful attempt keeps its medical record (the model-grid NIfTI pair,
     the reports and the patient ID) until its retention ends (LGPD art. 16 I), marked with
     `erasure_requested_at`; its raw upload, inference inputs, native-resolution volumes and
     the other identifiers go now. A study without a result keeps nothing and is removed.
-    Studies on legal hold are left as they are.
+    Studies on legal hold are left as they are. A running attempt is cancelled first, on
+    behalf of `actor`; the caller commits, then cancels `summary.cancelled_attempts` at the
+    provider (`studies.services.after_cancel`).
+
+    NOTE: a step that was storing an object when the cancel landed may still finish that
+    upload after the erasure. The object then stays until the study's retention ends.
     """
     summary = ErasureSummary()
     for study in studies_of_patient(clinic, patient_id, include_deleted=True):
         if study.is_on_legal_hold:
             summary.held_study_ids.append(study.id)
             continue
+        running = study.latest_attempt
+        if running is not None and not running.status.is_terminal:
+            summary.cancelled_attempts.append(cancel_study(study, actor=actor))
         if _has_result(study):
             summary.deleted_object_count += _erase_keeping_record(study, storage=storage)
             summary.retained.append((study.id, results_expire_at(study, clinic.retention_years)))

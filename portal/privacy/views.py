@@ -17,6 +17,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_login import current_user
 
 from portal.clinics.context import clinic_admin_required
 from portal.extensions import db
@@ -24,7 +25,7 @@ from portal.privacy import requests as subject_requests
 from portal.privacy import retention
 from portal.privacy.forms import ErasureForm, PatientLookupForm
 from portal.privacy.identifiers import studies_of_patient
-from portal.studies.services import get_study_or_404
+from portal.studies.services import Actor, after_cancel, get_study_or_404
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +100,14 @@ def erase_patient():
             erasure_form=form,
         ), 400
     summary = subject_requests.erase_patient_data(
-        g.clinic, form.patient_id.data, storage=current_app.extensions["portal_storage"]
+        g.clinic,
+        form.patient_id.data,
+        storage=current_app.extensions["portal_storage"],
+        actor=Actor(user_id=current_user.id),
     )
     db.session.commit()
+    for attempt in summary.cancelled_attempts:
+        after_cancel(attempt)
     return render_template("privacy/erasure_done.html", summary=summary)
 
 

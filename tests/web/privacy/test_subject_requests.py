@@ -155,7 +155,7 @@ def test_erasure_keeps_only_the_record(clinic_with_studies):
     from portal.audit.models import AuditEvent
     from portal.extensions import db
     from portal.privacy.identifiers import open_identifiers
-    from portal.studies.models import Study
+    from portal.studies.models import Study, StudyStatus
     from portal.tenancy import all_clinics
 
     app, client, token, ids = clinic_with_studies
@@ -196,6 +196,8 @@ def test_erasure_keeps_only_the_record(clinic_with_studies):
 
         erased_study = db.session.get(Study, uuid.UUID(ids["unprocessed"]))
         assert erased_study.deleted_at is not None
+        assert erased_study.latest_attempt.status == StudyStatus.CANCELLED
+        assert erased_study.latest_attempt.cancelled_by_user_id is not None
         assert erased_study.patient_id_hash is None
         assert all(
             getattr(erased_study, column) is None
