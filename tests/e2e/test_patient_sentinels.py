@@ -13,6 +13,7 @@ import base64
 import gzip
 import io
 import sqlite3
+import subprocess
 import time
 import urllib.parse
 import zipfile
@@ -153,21 +154,62 @@ def inflated(body: bytes) -> bytes:
     return body
 
 
-def database_dump(database_path: Path) -> bytes:
-    connection = sqlite3.connect(database_path)
-    try:
-        return "\n".join(connection.iterdump()).encode()
-    finally:
-        connection.close()
+IDENTIFIER_COLUMNS_SQL = (
+    "SELECT patient_name_enc, patient_id_enc, birth_date_enc, accession_number_enc,"
+    " upload_file_name_enc, patient_id_hash FROM study"
+)
 
 
-def test_sentinels_only_in_encrypted_columns(tmp_path):
+def database_dump(env) -> bytes:
+    """Dump every table: SQLite's iterdump, or pg_dump as the tables' owner.
+
+    Both write binary columns as hex, which `encodings` covers.
+    """
+    if env["DATABASE_URL"].startswith("sqlite"):
+        connection = sqlite3.connect(sqlite_path(env))
+        try:
+            return "\n".join(connection.iterdump()).encode()
+        finally:
+            connection.close()
+    return subprocess.run(
+        ["pg_dump", "--data-only", "--inserts", libpq_url(env)],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+def identifier_columns(env) -> tuple:
+    """Return the encrypted identifier columns and the search hash of the only study."""
+    if env["DATABASE_URL"].startswith("sqlite"):
+        connection = sqlite3.connect(sqlite_path(env))
+        try:
+            return connection.execute(IDENTIFIER_COLUMNS_SQL).fetchone()
+        finally:
+            connection.close()
+    import psycopg
+
+    # The owner is a superuser, so row-level security does not hide the row.
+    with psycopg.connect(libpq_url(env)) as connection:
+        return connection.execute(IDENTIFIER_COLUMNS_SQL).fetchone()
+
+
+def sqlite_path(env) -> str:
+    return env["DATABASE_URL"].removeprefix("sqlite:///")
+
+
+def libpq_url(env) -> str:
+    return env["DATABASE_MIGRATION_URL"].replace("postgresql+psycopg://", "postgresql://")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sentinels_only_in_encrypted_columns(tmp_path, backend):
     segmenter_port = free_port()
     proxy = RecordingProxy(f"http://127.0.0.1:{segmenter_port}")
     proxy.start()
     try:
         with running_stack(
             tmp_path,
+            backend=backend,
             SEGMENTER_PORT=segmenter_port,
             INFERENCE_API_URL=proxy.base_url,
             DICOM_TARGET_HW="(32, 32)",
@@ -193,22 +235,16 @@ def test_sentinels_only_in_encrypted_columns(tmp_path):
             found = requests.get(f"{base_url}/api/studies/{study_id}/", headers=headers, timeout=10)
             assert found.status_code == 200
             objects_before_retention = storage_objects(env, tmp_path / "objects")
-        data_dir = Path(env["DATA_DIR"])
-        database_path = data_dir / "portal.sqlite3"
+            # The temporary PostgreSQL database is dropped with the stack, so dump it now.
+            dump = database_dump(env)
+            row = identifier_columns(env)
         log_files = sorted(path for path in stack.log_dir.rglob("*") if path.is_file())
 
         findings = []
 
         # The database: every value in clear, and the encrypted columns filled.
-        findings += find_sentinels("the database dump", database_dump(database_path))
-        connection = sqlite3.connect(database_path)
-        try:
-            row = connection.execute(
-                "SELECT patient_name_enc, patient_id_enc, birth_date_enc, accession_number_enc,"
-                " upload_file_name_enc, patient_id_hash FROM study"
-            ).fetchone()
-        finally:
-            connection.close()
+        assert study_id.encode() in dump, "the dump does not contain the study row"
+        findings += find_sentinels("the database dump", dump)
         assert all(value is not None for value in row), "an identifier column is empty"
 
         # Every log line of every process.
