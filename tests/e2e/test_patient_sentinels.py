@@ -1,10 +1,11 @@
 """Patient identifiers never appear in clear outside their encrypted columns.
 
 A study whose DICOM headers, ZIP member paths and file name carry unique sentinel strings
-runs to the end on the real processes. Then the SQLite dump, every log file, every
-object key and body in storage (gzip bodies also inflated), the inference NPZ, every
-request the inference API received and finally every file under the data folder are
-searched for the sentinels in common encodings.
+runs to the end on the real processes, on SQLite and on PostgreSQL. The test then
+searches for the sentinels, in common encodings, in the database dump, every log file,
+every object key and body in storage (gzip bodies also inflated), the inference NPZ and
+every request the inference API received. A second test reads every file under the data
+folder after raw retention.
 """
 
 from __future__ import annotations
