@@ -106,6 +106,7 @@ def _register_blueprints(app: Flask) -> None:
     from portal.clinics.api_keys_views import bp as api_keys_bp
     from portal.clinics.views import bp as clinics_bp
     from portal.health.views import bp as health_bp
+    from portal.privacy.views import bp as privacy_bp
     from portal.studies.views import bp as studies_bp
     from portal.webhooks.views import bp as webhooks_bp
 
@@ -120,6 +121,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_audit_bp)
     app.register_blueprint(api_docs_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(privacy_bp)
 
 
 def _install_security(app: Flask, settings: Settings) -> None:
@@ -134,6 +136,8 @@ def _install_security(app: Flask, settings: Settings) -> None:
 def _register_template_helpers(app: Flask) -> None:
     from flask_babel import format_decimal, get_locale
 
+    from portal.privacy.display import dicom_date, dicom_person_name
+
     @app.before_request
     def remember_user_for_logs():
         if current_user.is_authenticated:
@@ -142,6 +146,9 @@ def _register_template_helpers(app: Flask) -> None:
     @app.template_filter("numberformat")
     def numberformat(value):
         return format_decimal(value)
+
+    app.add_template_filter(dicom_person_name, "dicom_person_name")
+    app.add_template_filter(dicom_date, "dicom_date")
 
     @app.template_filter("modality_name")
     def modality_name(code):

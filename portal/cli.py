@@ -90,6 +90,18 @@ def set_seats_command(clinic_id: str, seats: int) -> None:
         db.session.commit()
 
 
+@clinics_cli.command("set-retention")
+@click.argument("clinic_id")
+@click.argument("years", type=click.IntRange(min=1, max=100))
+def set_retention_command(clinic_id: str, years: int) -> None:
+    """Set how many years a clinic keeps study results after the last attempt ends."""
+    with all_clinics():
+        clinic = _load_clinic(clinic_id)
+        clinic.retention_years = years
+        db.session.commit()
+    logger.info("retention of clinic %s set to %d years", clinic_id, years)
+
+
 @clinics_cli.command("list")
 def list_clinics_command() -> None:
     """Print each clinic: id, seats used, seat limit and name, separated by tabs."""
@@ -278,6 +290,20 @@ def sweep_command() -> None:
         click.echo(str(attempt_id))
 
 
+@click.command("retention")
+@with_appcontext
+def retention_command() -> None:
+    """Delete raw data and expired results now, as the hourly task does; print the counts."""
+    from portal.privacy.retention import apply_retention
+
+    done = apply_retention(
+        settings=current_app.config["PORTAL_SETTINGS"],
+        storage=current_app.extensions["portal_storage"],
+    )
+    click.echo(f"raw_data\t{len(done['raw_data'])}")
+    click.echo(f"results\t{len(done['results'])}")
+
+
 @click.command("worker-health")
 @click.option(
     "--max-age",
@@ -311,3 +337,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(worker_command)
     app.cli.add_command(worker_health_command)
     app.cli.add_command(sweep_command)
+    app.cli.add_command(retention_command)

@@ -28,6 +28,10 @@ SECRET_KEY_HINT = "python -c 'import secrets; print(secrets.token_hex(32))'"
 #: A JWKS document is fetched again for an unknown `kid` at most this often.
 JWKS_MIN_REFRESH_INTERVAL_S = 60
 SMTP_TLS_MODES = ("starttls", "ssl", "none")
+S3_SSE_MODES = ("", "AES256", "aws:kms")
+PATIENT_DATA_KEY_HINT = (
+    "python -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'"
+)
 
 
 class ConfigurationError(RuntimeError):
@@ -41,6 +45,16 @@ def _parse_bool(name: str, raw: str) -> bool:
     if value in ("0", "false", "no", "off", ""):
         return False
     raise ConfigurationError(f"{name}={raw!r} is not a boolean: use true or false")
+
+
+def _is_aes256_key(raw: str) -> bool:
+    import base64
+    import binascii
+
+    try:
+        return len(base64.b64decode(raw, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
 
 
 def _parse_int(name: str, raw: str) -> int:
@@ -186,6 +200,15 @@ class Settings:
     #: Seconds to connect to a webhook endpoint, and to wait for each read of its response.
     webhook_connect_timeout_s: float = 5.0
     webhook_read_timeout_s: float = 10.0
+    #: Base64 of the 32-byte AES-GCM key that encrypts patient identifiers (PATIENT_DATA_KEY).
+    #: Empty in development: a key is then derived from SECRET_KEY.
+    patient_data_key: str = ""
+    #: Hours after a study's last attempt ends before its raw upload and inference input go.
+    raw_retention_hours: int = 72
+    #: Server-side encryption requested on every S3 write: "", "AES256" or "aws:kms".
+    s3_sse: str = ""
+    #: The KMS key for S3_SSE=aws:kms; empty uses the bucket's default key.
+    s3_sse_kms_key_id: str = ""
     #: Flask's debug mode (FLASK_DEBUG); never allowed in production.
     debug: bool = False
     #: How many proxies in front of the app set X-Forwarded-For/-Proto/-Port; 0 trusts none.
@@ -370,6 +393,10 @@ class Settings:
             max_upload_bytes=_parse_int(
                 "MAX_UPLOAD_BYTES", get("MAX_UPLOAD_BYTES", str(2 * 1024**3))
             ),
+            patient_data_key=get("PATIENT_DATA_KEY").strip(),
+            raw_retention_hours=_parse_int("RAW_RETENTION_HOURS", get("RAW_RETENTION_HOURS", "72")),
+            s3_sse=get("S3_SSE").strip(),
+            s3_sse_kms_key_id=get("S3_SSE_KMS_KEY_ID").strip(),
             debug=_parse_bool("FLASK_DEBUG", get("FLASK_DEBUG", "false")),
             proxy_fix_hops=_parse_int("PROXY_FIX_HOPS", get("PROXY_FIX_HOPS", "0")),
             log_format=_parse_log_format(get("LOG_FORMAT"), portal_env=portal_env),
@@ -433,6 +460,18 @@ class Settings:
             problems.append("WEBHOOK_CONNECT_TIMEOUT must be more than 0 and at most 60 seconds")
         if not 0 < self.webhook_read_timeout_s <= 60:
             problems.append("WEBHOOK_READ_TIMEOUT must be more than 0 and at most 60 seconds")
+        if self.raw_retention_hours < 0:
+            problems.append("RAW_RETENTION_HOURS must be 0 or more hours")
+        if self.s3_sse not in S3_SSE_MODES:
+            problems.append(
+                f"S3_SSE={self.s3_sse!r} is invalid: leave it empty or use AES256 or aws:kms"
+            )
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
+            problems.append("S3_SSE_KMS_KEY_ID is set, so S3_SSE must be aws:kms")
+        if self.patient_data_key and not _is_aes256_key(self.patient_data_key):
+            problems.append(
+                f"PATIENT_DATA_KEY must be the base64 of 32 random bytes ({PATIENT_DATA_KEY_HINT})"
+            )
         if self.is_production:
             problems.extend(self._production_problems())
         return problems
@@ -471,6 +510,13 @@ class Settings:
                 "REDIS_URL is missing: production queues tasks in Redis, because a SQLite "
                 "queue file cannot be shared by several containers"
             )
+        if not self.patient_data_key:
+            problems.append(
+                "PATIENT_DATA_KEY is missing: production encrypts patient identifiers with "
+                f"its own key, a KMS data key ({PATIENT_DATA_KEY_HINT} for a test key)"
+            )
+        if not self.s3_sse:
+            problems.append("S3_SSE is missing: production requests AES256 or aws:kms on S3 writes")
         if not self.issuer:
             problems.append("set COGNITO_REGION and COGNITO_USER_POOL_ID, or OIDC_ISSUER")
         for name, value in (

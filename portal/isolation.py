@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,9 @@ class ChildConversion:
     series_id: str
     #: The chosen series at its own resolution; None past VIEWER_NATIVE_MAX_BYTES.
     native_path: Path | None = None
+    #: Patient identifiers of the chosen series (`PatientIdentifiers.to_dict()`), in memory
+    #: only: the caller encrypts them before they reach the database.
+    identifiers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def convert_in_child(
@@ -111,6 +114,8 @@ def convert_in_child(
     if completed.returncode != EXIT_RESULT_WRITTEN or not result_path.exists():
         return _raise_for_dead_child(completed)
     document = json.loads(result_path.read_text(encoding="utf-8"))
+    # The result file contains the patient identifiers in clear, so it is deleted once read.
+    result_path.unlink(missing_ok=True)
     if "error" in document:
         error = document["error"]
         if error["code"] == LIMIT_EXCEEDED_CODE:
@@ -126,6 +131,7 @@ def convert_in_child(
         slice_count=int(document["slice_count"]),
         series_id=document["series_id"],
         native_path=Path(document["native_path"]) if document.get("native_path") else None,
+        identifiers=dict(document.get("identifiers") or {}),
     )
 
 
@@ -171,6 +177,7 @@ def _child_main(request_path: str) -> int:
             "slice_count": result.slice_count,
             "series_id": result.series_id,
             "native_path": str(result.native_path) if result.native_path else None,
+            "identifiers": result.identifiers.to_dict(),
         }
     except PipelineError as error:
         document = {

@@ -76,6 +76,19 @@ def study_object_key(
     return f"{prefix}/{file_name}"
 
 
+def encryption_args(settings: Settings) -> dict[str, str]:
+    """Return the server-side encryption parameters of every write (S3_SSE, S3_SSE_KMS_KEY_ID).
+
+    boto3 passes them to PutObject, CreateMultipartUpload and CopyObject alike.
+    """
+    if not settings.s3_sse:
+        return {}
+    args = {"ServerSideEncryption": settings.s3_sse}
+    if settings.s3_sse == "aws:kms" and settings.s3_sse_kms_key_id:
+        args["SSEKMSKeyId"] = settings.s3_sse_kms_key_id
+    return args
+
+
 class Storage:
     """A bucket reached through two S3 clients: one for the servers, one to sign browser URLs."""
 
@@ -86,6 +99,7 @@ class Storage:
         self.presigned_ttl_s = min(settings.presigned_url_ttl_s, MAX_PRESIGNED_URL_TTL_S)
         self._client = self._build_client(settings, settings.s3_endpoint_url)
         self._signing_client = self._build_client(settings, settings.s3_public_endpoint_url)
+        self.encryption_args = encryption_args(settings)
 
     def _quick_client(self, timeout_s: float):
         # No retries and short timeouts, so a health check returns in about `timeout_s`.
@@ -164,7 +178,10 @@ class Storage:
         """Upload the file at `path` under `key` in parts, and return its size in bytes."""
         self.retrying(
             lambda: self._client.upload_file(
-                str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}
+                str(path),
+                self.bucket,
+                key,
+                ExtraArgs={"ContentType": content_type, **self.encryption_args},
             ),
             what="upload",
         )
@@ -192,6 +209,7 @@ class Storage:
                 CopySource={"Bucket": self.bucket, "Key": staging_key},
                 ContentType=content_type,
                 MetadataDirective="REPLACE",
+                **self.encryption_args,
             ),
             what="copy",
         )
@@ -226,6 +244,7 @@ class Storage:
                 Body=body,
                 ContentType=content_type,
                 **extra,
+                **self.encryption_args,
             ),
             what="put",
         )
@@ -237,19 +256,30 @@ class Storage:
         )
         return response["Body"].read()
 
-    def list_keys(self, prefix: str, *, bucket: str | None = None) -> list[str]:
-        """Return every key under `prefix` in `bucket` (default: the portal's)."""
-        keys = []
-        paginator = self._client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket or self.bucket, Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-        return keys
-
     def download_file(self, key: str, path: Path) -> Path:
         self.retrying(
             lambda: self._client.download_file(self.bucket, key, str(path)), what="download"
         )
         return path
+
+    def delete_object(self, key: str) -> None:
+        """Delete the object at `key`; a missing object is not an error."""
+        self.retrying(
+            lambda: self._client.delete_object(Bucket=self.bucket, Key=key), what="delete"
+        )
+        logger.info("deleted object %s", key)
+
+    def list_keys(self, prefix: str, *, bucket: str | None = None) -> list[str]:
+        """Return the key of every object under the folder `prefix` of `bucket`.
+
+        `bucket` defaults to the portal's own.
+        """
+        keys = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        folder = prefix.rstrip("/") + "/"
+        for page in paginator.paginate(Bucket=bucket or self.bucket, Prefix=folder):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return keys
 
     def delete_prefix(self, prefix: str) -> int:
         deleted = 0

@@ -251,6 +251,7 @@ def convert_attempt(*, attempt_id: str) -> None:
 def _convert(attempt: Attempt, lease: Lease) -> None:
     from portal.categories import categories_by_key
     from portal.isolation import ConversionFailed, ConversionLimitExceeded, convert_in_child
+    from portal.privacy.identifiers import seal_identifiers
 
     settings = current_app.config["PORTAL_SETTINGS"]
     storage = current_app.extensions["portal_storage"]
@@ -301,6 +302,7 @@ def _convert(attempt: Attempt, lease: Lease) -> None:
             for kind, path, content_type in outputs
         ]
     db.session.add_all(artifacts)
+    seal_identifiers(study, result.identifiers)
     study.modality = result.modality
     study.series_description = (result.series_description or "")[:200]
     study.slice_count = result.slice_count
@@ -585,6 +587,21 @@ def anchor_audit_chains() -> None:
 
     with _app().app_context():
         anchor_chain_heads(current_app.extensions["portal_storage"])
+
+
+@huey.periodic_task(crontab(minute="17"))
+def apply_retention_periodically() -> None:
+    """Delete raw data and expired results once an hour; see `portal.privacy.retention`."""
+    from portal.privacy.retention import apply_retention
+
+    with _app().app_context():
+        settings = current_app.config["PORTAL_SETTINGS"]
+        done = apply_retention(settings=settings, storage=current_app.extensions["portal_storage"])
+        logger.info(
+            "retention: raw data of %d studies and results of %d studies deleted",
+            len(done["raw_data"]),
+            len(done["results"]),
+        )
 
 
 def label_statistics(mask_zyx: np.ndarray, affine_ras: np.ndarray) -> list[dict]:

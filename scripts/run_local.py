@@ -5,6 +5,7 @@ Ctrl-C stops them all. A process that dies is restarted, and the others keep run
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import secrets
@@ -29,6 +30,7 @@ def default_env() -> dict[str, str]:
     return {
         "PORTAL_ENV": "development",
         "SECRET_KEY": secrets.token_hex(32),
+        "PATIENT_DATA_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "WEB_PORT": web_port,
         "S3_PORT": s3_port,
         "IDP_PORT": idp_port,
@@ -58,8 +60,15 @@ def ensure_env_file() -> dict[str, str]:
         ENV_PATH.chmod(0o600)
         logger.info("wrote %s with new secrets", ENV_PATH.name)
     values = {name: value for name, value in dotenv_values(ENV_PATH).items() if value is not None}
-    # Settings added to the defaults after `.env` was written still get a value.
-    return default_env() | values if _missing(values) else values
+    if _missing(values):
+        # Settings added to the defaults after `.env` was written are appended to it, so a
+        # generated key (PATIENT_DATA_KEY) stays the same on the next start.
+        added = {name: value for name, value in default_env().items() if name not in values}
+        with ENV_PATH.open("a", encoding="utf-8") as env_file:
+            env_file.write("".join(f"{name}={value}\n" for name, value in added.items()))
+        logger.info("added %s to %s", ", ".join(sorted(added)), ENV_PATH.name)
+        values = values | added
+    return values
 
 
 def _missing(values: dict[str, str]) -> bool:

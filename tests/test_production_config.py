@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import subprocess
@@ -31,6 +32,8 @@ PRODUCTION_VALUES = {
     "INFERENCE_API_URL": "https://inference.vendor.example.com",
     "INFERENCE_API_TOKEN": secrets.token_hex(24),
     "PROXY_FIX_HOPS": "1",
+    "PATIENT_DATA_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+    "S3_SSE": "aws:kms",
 }
 
 
@@ -87,6 +90,11 @@ def test_production_settings_pass():
         ({"WEBHOOK_ALLOW_LOOPBACK_HTTP": "true"}, "WEBHOOK_ALLOW_LOOPBACK_HTTP is on"),
         ({"WEBHOOK_READ_TIMEOUT": "0"}, "WEBHOOK_READ_TIMEOUT must be"),
         ({"WEBHOOK_CONNECT_TIMEOUT": "600"}, "WEBHOOK_CONNECT_TIMEOUT must be"),
+        ({"PATIENT_DATA_KEY": ""}, "PATIENT_DATA_KEY is missing"),
+        ({"PATIENT_DATA_KEY": "c2hvcnQ="}, "PATIENT_DATA_KEY must be the base64 of 32"),
+        ({"S3_SSE": ""}, "S3_SSE is missing"),
+        ({"S3_SSE": "aes256"}, "S3_SSE='aes256' is invalid"),
+        ({"S3_SSE": "AES256", "S3_SSE_KMS_KEY_ID": "alias/portal"}, "S3_SSE must be aws:kms"),
     ],
 )
 def test_production_rejects_setting(changes, fragment):

@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 from spectree.model_adapter.pydantic_adapter import BaseFile
 
-from portal.studies.models import StudyStatus
+from portal.privacy.legal_basis import LEGAL_BASES
+from portal.studies.models import DEFAULT_LEGAL_BASIS, StudyStatus
 
 #: The largest page of studies one request may ask for.
 MAX_PAGE_SIZE = 100
@@ -152,6 +153,31 @@ class StudyLinks(ResponseModel):
     result: str = Field(description="Path of the study's result.")
 
 
+class PatientIdentifiers(ResponseModel):
+    patient_name: str | None = Field(description="DICOM Patient's Name (0010,0010).")
+    patient_id: str | None = Field(description="DICOM Patient ID (0010,0020).")
+    birth_date: str | None = Field(description="DICOM Patient's Birth Date (0010,0030).")
+    accession_number: str | None = Field(description="DICOM Accession Number (0008,0050).")
+    file_name: str | None = Field(description="The uploaded file's name.")
+
+
+class Retention(ResponseModel):
+    raw_data_deleted_at: datetime | None = Field(
+        description="When the upload and the inference input were deleted, or null."
+    )
+    raw_data_delete_after: datetime | None = Field(
+        description="When they will be deleted; null once deleted or while an attempt runs."
+    )
+    results_expire_at: datetime | None = Field(
+        description="When the results reach the end of the clinic's retention period."
+    )
+    legal_hold: bool = Field(description="True while a legal hold stops every deletion.")
+    erasure_requested_at: datetime | None = Field(
+        description="When an erasure request for the patient reached this study, or null."
+    )
+    can_run_again: bool = Field(description="False once the upload was deleted.")
+
+
 class Study(ResponseModel):
     id: UUID_TEXT
     status: StudyStatus = Field(description="Status of the study's latest attempt.")
@@ -160,6 +186,12 @@ class Study(ResponseModel):
     series_description: str | None = Field(description="Description of the chosen series.")
     slice_count: int | None = Field(description="Number of slices of the chosen series.")
     categories: list[str] = Field(description="Keys of the requested categories.")
+    legal_basis: str = Field(description="The legal basis declared at upload (LGPD art. 11 II).")
+    patient: PatientIdentifiers = Field(
+        description="The patient identifiers read from the DICOM, and the upload's file name; "
+        "stored encrypted and returned only to the clinic's own members and API keys."
+    )
+    retention: Retention = Field(description="What the study keeps, and until when.")
     attempt: int | None = Field(description="Number of the latest attempt, from 1.")
     report: IngestionReport | None = Field(
         description="The latest attempt's ingestion report, once conversion has read the ZIP."
@@ -183,6 +215,22 @@ class Study(ResponseModel):
                     "series_description": None,
                     "slice_count": None,
                     "categories": ["lung", "bone"],
+                    "legal_basis": "health_protection",
+                    "patient": {
+                        "patient_name": None,
+                        "patient_id": None,
+                        "birth_date": None,
+                        "accession_number": None,
+                        "file_name": "study.zip",
+                    },
+                    "retention": {
+                        "raw_data_deleted_at": None,
+                        "raw_data_delete_after": None,
+                        "results_expire_at": None,
+                        "legal_hold": False,
+                        "erasure_requested_at": None,
+                        "can_run_again": True,
+                    },
                     "attempt": 1,
                     "report": None,
                     "links": {
@@ -211,10 +259,26 @@ class StudyUpload(RequestModel):
         description="Category keys to segment, repeated once per key (see "
         "`GET /api/auth/categories/`). Absent: every category.",
     )
+    legal_basis: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The legal basis of the processing (LGPD art. 11 II), one of "
+        + ", ".join(f"`{code}`" for code in LEGAL_BASES)
+        + f". Absent: `{DEFAULT_LEGAL_BASIS}` (art. 11 II f). Another value is rejected "
+        "with 400 `invalid_legal_basis`.",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"file": "study.zip", "categories": ["lung", "bone"]}]},
+        json_schema_extra={
+            "examples": [
+                {
+                    "file": "study.zip",
+                    "categories": ["lung", "bone"],
+                    "legal_basis": DEFAULT_LEGAL_BASIS,
+                }
+            ]
+        },
     )
 
 

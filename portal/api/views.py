@@ -24,6 +24,8 @@ from portal.categories import load_categories
 from portal.errors import UserFacingError
 from portal.extensions import csrf, db
 from portal.i18n import request_locale
+from portal.privacy.identifiers import open_identifiers
+from portal.privacy.retention import retention_json
 from portal.studies import services
 from portal.studies.error_catalogue import study_error_message
 from portal.studies.listing import PageCursor, StudyFilter, list_studies_page
@@ -62,6 +64,10 @@ def study_json(study: Study) -> dict:
         "series_description": study.series_description,
         "slice_count": study.slice_count,
         "categories": list(study.requested_categories or []),
+        "legal_basis": study.legal_basis,
+        # The clinic's own principals (its members and API keys) read the identifiers.
+        "patient": open_identifiers(study).to_json(),
+        "retention": retention_json(study),
         "attempt": attempt.number if attempt else None,
         "report": report_json(attempt),
         "links": {
@@ -284,6 +290,8 @@ def create_study():
         uploaded_by=g.principal.user,
         api_key=g.api_key,
         idempotency_key=request.context.headers.idempotency_key,
+        legal_basis=request.form.get("legal_basis"),
+        file_name=upload.filename or "",
     )
     db.session.commit()
     study = outcome.study

@@ -39,6 +39,9 @@ MEMBERSHIP_STATUS_TITLES = {
 }
 
 
+DEFAULT_RETENTION_YEARS = 20
+
+
 class Clinic(db.Model):
     __tablename__ = "clinic"
 
@@ -46,6 +49,11 @@ class Clinic(db.Model):
     name: Mapped[str] = mapped_column(String(200))
     #: Seats bought: active memberships plus pending invitations may not exceed it.
     seat_limit: Mapped[int] = mapped_column(Integer, default=5)
+    #: Years a study's results are kept after its last attempt ends; 20 follows the
+    #: retention of electronic patient records in Lei 13.787/2018, art. 6.
+    retention_years: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_RETENTION_YEARS, server_default=str(DEFAULT_RETENTION_YEARS)
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="clinic")

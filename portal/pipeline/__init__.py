@@ -25,6 +25,7 @@ from .errors import (
     UnsupportedModality,
     UnsupportedTransferSyntax,
 )
+from .identifiers import PatientIdentifiers, read_identifiers
 from .nifti import (
     NativeNiftiWriter,
     ras_affine_from_lps,
@@ -61,6 +62,7 @@ __all__ = [
     "NativeNiftiWriter",
     "NoDicomFound",
     "NoUsableSeries",
+    "PatientIdentifiers",
     "PipelineError",
     "PipelineWarning",
     "PixelDecodeFailed",
@@ -80,6 +82,7 @@ __all__ = [
     "load_volume",
     "ras_affine_from_lps",
     "read_archive",
+    "read_identifiers",
     "resample_to_shape",
     "target_affine",
     "window_ct",

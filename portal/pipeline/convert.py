@@ -12,6 +12,7 @@ import numpy as np
 
 from .archive import DEFAULT_LIMITS, ArchiveLimits, read_archive
 from .errors import PipelineError
+from .identifiers import PatientIdentifiers, read_identifiers
 from .nifti import (
     NativeNiftiWriter,
     native_file_affine,
@@ -66,6 +67,8 @@ class ConversionResult:
     native_path: Path | None = None
     native_affine_ras: np.ndarray | None = None
     native_shape_zyx: tuple[int, int, int] | None = None
+    #: Read from the chosen series for the portal to encrypt; never written to a file here.
+    identifiers: PatientIdentifiers = PatientIdentifiers()
 
 
 def convert_study(
@@ -105,6 +108,7 @@ def convert_study(
     with read_archive(Path(zip_path), limits) as contents:
         index = discover_series(contents)
         chosen = choose_series(index, series_id)
+        identifiers = read_identifiers(chosen)
         warnings = list(index.warnings)
         if index.study_count > 1:
             warnings.append(
@@ -169,6 +173,7 @@ def convert_study(
         native_path=written_native,
         native_affine_ras=native_affine_ras,
         native_shape_zyx=tuple(volume.hu_zyx.shape),
+        identifiers=identifiers,
     )
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import SelectMultipleField, widgets
+from wtforms import SelectField, SelectMultipleField, widgets
 from wtforms.validators import ValidationError
 
 from portal.categories import load_categories
+from portal.privacy.legal_basis import LEGAL_BASES
+from portal.studies.models import DEFAULT_LEGAL_BASIS
 
 
 class CheckboxListField(SelectMultipleField):
@@ -19,9 +21,13 @@ class CheckboxListField(SelectMultipleField):
 class UploadForm(FlaskForm):
     file = FileField(_l("DICOM study (ZIP)"), validators=[FileRequired(_l("Choose a ZIP file."))])
     categories = CheckboxListField(_l("Segmentation categories"))
+    legal_basis = SelectField(_l("Legal basis and purpose"), default=DEFAULT_LEGAL_BASIS)
 
     def __init__(self, *args, locale: str = "pt_BR", **kwargs):
         super().__init__(*args, **kwargs)
+        self.legal_basis.choices = [
+            (basis.code, f"{basis.title} ({basis.article})") for basis in LEGAL_BASES.values()
+        ]
         self.categories.choices = [
             (category.key, category.name(locale)) for category in load_categories()
         ]

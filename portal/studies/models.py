@@ -10,11 +10,14 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -131,6 +134,10 @@ ARTIFACT_FILE_NAMES = {
 }
 
 
+#: Health protection by health professionals, LGPD art. 11 II f.
+DEFAULT_LEGAL_BASIS = "health_protection"
+
+
 class Study(db.Model):
     __tablename__ = "study"
 
@@ -143,10 +150,31 @@ class Study(db.Model):
     requested_categories: Mapped[list] = mapped_column(JSON, default=list)
     upload_size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     upload_sha256: Mapped[str] = mapped_column(String(64), default="")
-    #: Filled by conversion from the chosen series; no patient identifiers are stored.
+    #: Filled by conversion from the chosen series.
     modality: Mapped[str | None] = mapped_column(String(16))
     series_description: Mapped[str | None] = mapped_column(String(200))
     slice_count: Mapped[int | None] = mapped_column(Integer)
+    #: Patient identifiers sealed by `portal.privacy.crypto` (AES-GCM bound to the study id
+    #: and the column name); None when absent or erased. Never stored in clear.
+    patient_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    patient_id_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    birth_date_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    accession_number_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    upload_file_name_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: Keyed HMAC-SHA256 of the normalized patient ID, for search by patient ID.
+    patient_id_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: A code of `portal.privacy.legal_basis.LEGAL_BASES`, chosen at upload.
+    legal_basis: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_LEGAL_BASIS, server_default=DEFAULT_LEGAL_BASIS
+    )
+    #: When the raw upload and the inference input were deleted; the study cannot run again.
+    raw_data_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When a data subject asked for erasure; what remains is kept under a legal duty.
+    erasure_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: A legal hold stops every deletion by retention until an admin lifts it.
+    is_on_legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: When the retention task deleted the results at the end of the retention period.
+    results_expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Set when the study was deleted; the row stays as a record of who deleted it.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_by_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("user_account.id"))

@@ -26,6 +26,7 @@ from portal.clinics.models import ApiKey, Clinic, User
 from portal.db_types import utcnow
 from portal.errors import Conflict, NotFound, UploadTooLarge, UserFacingError, format_bytes
 from portal.extensions import db
+from portal.privacy.identifiers import SEALED_COLUMNS, seal_identifiers
 from portal.storage import Storage, study_object_key
 from portal.studies.models import (
     ARTIFACT_FILE_NAMES,
@@ -82,12 +83,21 @@ class IdempotencyKeyConflict(Conflict):
     code = "idempotency_key_conflict"
     title = _l("Idempotency key already used")
     message = _l(
-        "This Idempotency-Key was already used for another upload (a different ZIP or "
-        "categories). Use a new key for a new upload."
+        "This Idempotency-Key was already used for another upload (a different ZIP, "
+        "categories or legal basis). Use a new key for a new upload."
     )
     deleted_message = _l(
         "This Idempotency-Key created a study that was deleted since. Use a new key to "
         "upload the study again."
+    )
+
+
+class StudyRawDataDeleted(Conflict):
+    code = "study_raw_data_deleted"
+    title = _l("Study can no longer run")
+    message = _l(
+        "The uploaded files of this study were deleted at the end of their retention "
+        "period, so it cannot run again. Upload the study again to process it."
     )
 
 
@@ -192,20 +202,29 @@ def create_study(
     uploaded_by: User | None = None,
     api_key: ApiKey | None = None,
     idempotency_key: str | None = None,
+    legal_basis: str | None = None,
+    file_name: str = "",
 ) -> UploadOutcome:
     """Store an uploaded ZIP and create the study with its first attempt.
 
     The object is stored before the row is committed, so a worker never sees a study
     whose upload is missing. The caller commits and then queues the attempt, unless the
     outcome is a replay. With an `idempotency_key` the clinic used before, the earlier
-    study is returned when the ZIP and categories are the same, and IdempotencyKeyConflict
-    is raised when they differ.
+    study is returned when the ZIP, categories and legal basis are the same, and
+    IdempotencyKeyConflict is raised when they differ. `legal_basis` empty means the
+    default basis; `file_name` is stored encrypted, because clinics often name exports
+    after the patient.
     """
+    from portal.privacy.identifiers import check_legal_basis
+
     categories = resolve_categories(category_keys)
+    legal_basis = check_legal_basis(legal_basis)
     work_dir.mkdir(parents=True, exist_ok=True)
     path, size_bytes, sha256 = spool_upload(stream, max_bytes=max_upload_bytes, directory=work_dir)
     try:
-        fingerprint = upload_fingerprint(sha256, [category.key for category in categories])
+        fingerprint = upload_fingerprint(
+            sha256, [category.key for category in categories], legal_basis=legal_basis
+        )
         if idempotency_key is not None:
             earlier = study_for_idempotency_key(clinic, idempotency_key, fingerprint)
             if earlier is not None:
@@ -218,7 +237,9 @@ def create_study(
             requested_categories=[category.key for category in categories],
             upload_size_bytes=size_bytes,
             upload_sha256=sha256,
+            legal_basis=legal_basis,
         )
+        seal_identifiers(study, {"upload_file_name": (file_name or "")[:255]})
         if idempotency_key is None:
             db.session.add(study)
         else:
@@ -258,9 +279,9 @@ def create_study(
     return UploadOutcome(study)
 
 
-def upload_fingerprint(upload_sha256: str, category_keys: list[str]) -> str:
-    """Hash what makes two uploads the same: the ZIP's SHA-256 and the sorted categories."""
-    text = upload_sha256 + "\n" + ",".join(sorted(category_keys))
+def upload_fingerprint(upload_sha256: str, category_keys: list[str], *, legal_basis: str) -> str:
+    """Hash what makes two uploads the same: the ZIP's SHA-256, categories and legal basis."""
+    text = upload_sha256 + "\n" + ",".join(sorted(category_keys)) + "\n" + legal_basis
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -356,6 +377,8 @@ def rerun_study(study: Study, *, actor: Actor, series_id: str | None = None) -> 
     latest = study.latest_attempt
     if latest is not None and not latest.status.is_terminal:
         raise StudyBusy()
+    if study.raw_data_deleted_at is not None:
+        raise StudyRawDataDeleted()
     number = (
         db.session.scalar(select(func.max(Attempt.number)).where(Attempt.study_id == study.id)) or 0
     ) + 1
@@ -382,8 +405,9 @@ def rerun_study(study: Study, *, actor: Actor, series_id: str | None = None) -> 
 def delete_study(study: Study, *, actor: Actor) -> Attempt | None:
     """Mark the study deleted, recording who did it, and cancel a running attempt.
 
-    The row stays as the record; the caller commits, then calls `after_delete`, which
-    queues the deletion of the stored objects. Returns the attempt it cancelled, if any.
+    The row stays as the record, without the patient identifiers. The caller commits, then
+    calls `after_delete`, which queues the deletion of the stored objects. Returns the
+    attempt it cancelled, if any.
     """
     cancelled = None
     attempt = study.latest_attempt
@@ -392,6 +416,8 @@ def delete_study(study: Study, *, actor: Actor) -> Attempt | None:
     study.deleted_at = utcnow()
     study.deleted_by_user_id = actor.user_id
     study.deleted_by_api_key_id = actor.api_key_id
+    # The row stays as the record of the deletion; the patient identifiers go with the data.
+    seal_identifiers(study, dict.fromkeys(SEALED_COLUMNS, ""))
     db.session.flush()
     audit.record(
         actions.STUDY_DELETED,

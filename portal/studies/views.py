@@ -41,10 +41,23 @@ def index():
     return redirect(url_for("studies.list_studies"))
 
 
-@bp.get("/studies/")
+@bp.route("/studies/", methods=["GET", "POST"])
 @clinic_member_required
 def list_studies():
-    return render_template("studies/list.html", studies=services.list_studies(g.clinic))
+    """List the clinic's studies; a POST searches by patient ID, kept out of URLs and logs."""
+    from portal.privacy.forms import PatientLookupForm
+    from portal.privacy.identifiers import open_identifiers, studies_of_patient
+
+    form = PatientLookupForm()
+    status = 200
+    if request.method == "POST" and form.validate_on_submit():
+        studies = studies_of_patient(g.clinic, form.patient_id.data)
+    else:
+        status = 400 if request.method == "POST" else 200
+        studies = services.list_studies(g.clinic)
+    rows = [(study, open_identifiers(study)) for study in studies]
+    searching = request.method == "POST" and status == 200
+    return render_template("studies/list.html", rows=rows, form=form, searching=searching), status
 
 
 @bp.route("/studies/new", methods=["GET", "POST"])
@@ -64,6 +77,8 @@ def upload():
         max_upload_bytes=settings.max_upload_bytes,
         work_dir=Path(settings.data_dir) / "uploads",
         uploaded_by=current_user,
+        legal_basis=form.legal_basis.data,
+        file_name=form.file.data.filename or "",
     ).study
     db.session.commit()
     services.queue_attempt(study.latest_attempt)
@@ -82,7 +97,11 @@ def detail(study_id):
         details={"channel": "page", "report_included": report_context["report"] is not None},
     )
     return render_template(
-        "studies/detail.html", study=study, **_status_context(study), **report_context
+        "studies/detail.html",
+        study=study,
+        **_status_context(study),
+        **report_context,
+        **_privacy_context(study),
     )
 
 
@@ -225,9 +244,25 @@ def _report_context(study) -> dict:
     """
     attempt = study.latest_attempt
     report = describe_report(attempt.report if attempt is not None else None)
-    rerun_url = url_for("studies.rerun", study_id=study.id) if study.status.is_terminal else None
+    can_rerun = study.status.is_terminal and study.raw_data_deleted_at is None
+    rerun_url = url_for("studies.rerun", study_id=study.id) if can_rerun else None
     pickable = [row for row in report.series if row.is_pickable] if report else []
     return {"report": report, "rerun_url": rerun_url, "pickable_series": pickable}
+
+
+def _privacy_context(study) -> dict:
+    """Open the patient identifiers for the clinic's member and describe the retention."""
+    from portal.clinics.models import Role
+    from portal.privacy.identifiers import open_identifiers
+    from portal.privacy.legal_basis import LEGAL_BASES
+    from portal.privacy.retention import retention_facts
+
+    return {
+        "patient": open_identifiers(study),
+        "legal_basis": LEGAL_BASES.get(study.legal_basis),
+        "retention": retention_facts(study),
+        "is_admin": g.membership.role == Role.ADMIN,
+    }
 
 
 def _status_context(study) -> dict:

@@ -94,6 +94,7 @@ MATRIX: dict[str, Entry] = {
     # Pages of the studies of the current clinic.
     "GET /": Entry("/", everyone(302)),
     "GET /studies/": Entry("/studies/", web()),
+    "POST /studies/": Entry("/studies/", web(), form={"patient_id": "PID-NOT-STORED"}),
     "GET /studies/new": Entry("/studies/new", web()),
     "POST /studies/new": Entry(
         "/studies/new", web(a=302, b=302), form={"categories": ["lung"]}, upload=True
@@ -217,6 +218,32 @@ MATRIX: dict[str, Entry] = {
     "GET /clinic/audit/export.csv": Entry(
         "/clinic/audit/export.csv", web(a=403, b=403, admin_a=200, admin_b=200)
     ),
+    # Patient data requests and legal holds: admins of the current clinic only.
+    "GET /clinic/patient-data/": Entry(
+        "/clinic/patient-data/", web(a=403, b=403, admin_a=200, admin_b=200)
+    ),
+    "POST /clinic/patient-data/": Entry(
+        "/clinic/patient-data/",
+        web(a=403, b=403, admin_a=200, admin_b=200),
+        form={"patient_id": "PID-NOT-STORED"},
+    ),
+    "POST /clinic/patient-data/export": Entry(
+        "/clinic/patient-data/export",
+        web(a=403, b=403, admin_a=200, admin_b=200),
+        form={"patient_id": "PID-NOT-STORED"},
+    ),
+    "POST /clinic/patient-data/erase": Entry(
+        "/clinic/patient-data/erase",
+        web(a=403, b=403, admin_a=200, admin_b=200),
+        form={"patient_id": "PID-NOT-STORED", "confirm": "y"},
+    ),
+    "POST /studies/<study_id>/legal-hold": Entry(
+        "/studies/{study}/legal-hold",
+        web(a=403, b=403, admin_b=404, admin_a=302),
+        form={"hold": "on"},
+        same_as_missing=("admin_b", "operator"),
+    ),
+    "GET /privacy": Entry("/privacy", everyone(200)),
     # Invitation links: public page; acceptance needs the invited, verified e-mail.
     "GET /invitations/<token>": Entry("/invitations/{token}", everyone(200)),
     "POST /invitations/<token>/accept": Entry(

@@ -105,8 +105,11 @@ def test_upload_operation_has_a_complete_example(document):
     body_schema_name = upload_operation["requestBody"]["content"]["multipart/form-data"]["schema"][
         "$ref"
     ].rsplit("/", 1)[1]
-    body_example = document["components"]["schemas"][body_schema_name]["examples"][0]
-    assert set(body_example) == {"file", "categories"}
+    body_schema = document["components"]["schemas"][body_schema_name]
+    body_example = body_schema["examples"][0]
+    # Complete: the example sets every field the upload accepts.
+    assert set(body_example) == set(body_schema["properties"])
+    assert {"file", "categories", "legal_basis"} <= set(body_example)
     header = next(p for p in upload_operation["parameters"] if p["name"] == "Idempotency-Key")
     assert header["schema"]["examples"]
     answer = upload_operation["responses"]["202"]["content"]["application/json"]["schema"]

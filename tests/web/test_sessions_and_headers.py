@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import secrets
 from datetime import timedelta
@@ -231,6 +232,8 @@ def test_hsts_in_production(make_app):
         cognito_client_secret=secrets.token_hex(16),
         cognito_domain="https://auth.example.com.br",
         inference_api_token=secrets.token_hex(16),
+        patient_data_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        s3_sse="AES256",
     )
     response = app.test_client().get("/auth/signed-out")
     assert response.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
