@@ -1,7 +1,7 @@
 """Keep the translation catalogues in step with the code.
 
     python -m scripts.i18n update   extract messages, update pt_BR and en, fill en from msgids
-    python -m scripts.i18n check    list messages without a translation; exit 1 if any
+    python -m scripts.i18n check    list messages of the code without a translation; exit 1 if any
 
 Message ids are English, so the English catalogue repeats each id; Portuguese is written
 by hand in portal/translations/pt_BR/LC_MESSAGES/messages.po.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from babel.messages.pofile import read_po, write_po
@@ -26,10 +27,13 @@ def catalogue_path(locale: str) -> Path:
 
 
 def pybabel(*args: str) -> None:
-    subprocess.run([str(Path(sys.executable).parent / "pybabel"), *args], check=True, cwd=ROOT)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "pybabel"), "--quiet", *args], check=True, cwd=ROOT
+    )
 
 
-def update() -> None:
+def extract(template: Path) -> None:
+    """Write the messages of the code and templates to `template`."""
     pybabel(
         "extract",
         "-F",
@@ -42,9 +46,13 @@ def update() -> None:
         "--sort-output",
         "--omit-header",
         "-o",
-        str(TEMPLATE),
+        str(template),
         ".",
     )
+
+
+def update() -> None:
+    extract(TEMPLATE)
     for locale in LOCALES:
         if catalogue_path(locale).exists():
             pybabel(
@@ -75,15 +83,25 @@ def update() -> None:
 
 
 def missing_translations() -> dict[str, list[str]]:
-    """Return, per locale, the message ids of the template that have no translation."""
-    with TEMPLATE.open("rb") as handle:
-        template_ids = {message.id for message in read_po(handle) if message.id}
+    """Return, per locale, the messages of the code that have no translation.
+
+    The messages are extracted afresh rather than read from messages.pot, so a message
+    changed in the code is reported even when `update` was not run after the change.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        template = Path(folder) / "messages.pot"
+        extract(template)
+        with template.open("rb") as handle:
+            wanted = {(m.id, m.context) for m in read_po(handle) if m.id}
     missing = {}
     for locale in LOCALES:
         with catalogue_path(locale).open("rb") as handle:
             catalogue = read_po(handle, locale=locale)
-        translated = {m.id for m in catalogue if m.id and m.string and not m.fuzzy}
-        missing[locale] = sorted(str(i) for i in template_ids - translated)
+        translated = {(m.id, m.context) for m in catalogue if m.id and m.string and not m.fuzzy}
+        missing[locale] = sorted(
+            str(message_id) if context is None else f"{context}|{message_id}"
+            for message_id, context in wanted - translated
+        )
     return missing
 
 
