@@ -1,13 +1,26 @@
 """Fixtures shared by every test, and the guard that keeps tests on loopback."""
 
+import atexit
 import ipaddress
+import os
+import secrets
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DICOM_DIR = PROJECT_ROOT.parent / "shared" / "dicom"
+
+# portal.queue builds its Huey from the environment when it is first imported. Without
+# these, the tests would enqueue into var/huey.sqlite3 (or the "portal" queue on Redis),
+# where the worker of a developer's running `make run` would take their tasks.
+_QUEUE_DIR = tempfile.mkdtemp(prefix="portal-test-queue-")
+atexit.register(shutil.rmtree, _QUEUE_DIR, ignore_errors=True)
+os.environ["HUEY_SQLITE_PATH"] = str(Path(_QUEUE_DIR) / "huey.sqlite3")
+os.environ["HUEY_NAME"] = "portal-test-" + secrets.token_hex(4)
 
 
 def _is_loopback(address) -> bool:

@@ -25,6 +25,7 @@ def stack_env(data_dir: Path, *, database_url: str, redis_url: str = "", **overr
         "SEGMENTER_PORT": str(segmenter_port),
         "PORTAL_BASE_URL": f"http://127.0.0.1:{web_port}",
         "DATA_DIR": str(data_dir),
+        "HUEY_SQLITE_PATH": str(data_dir / "huey.sqlite3"),
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         # A queue name of its own, so a developer's portal on the same Redis is not touched.
