@@ -27,12 +27,25 @@ logger = logging.getLogger(__name__)
 
 
 def queued_task_ids(huey, argument: str) -> set[str]:
-    """Return the keyword argument `argument` of every pending or scheduled task in the queue."""
+    """Return the keyword argument `argument` of every pending or scheduled task in the queue.
+
+    A message that does not deserialize (signed with another SECRET_KEY, or damaged) is
+    skipped: the consumer drops it when it reaches it, and it must not stop the sweep.
+    """
     ids = set()
-    for task in itertools.chain(huey.pending(), huey.scheduled()):
+    messages = itertools.chain(huey.storage.enqueued_items(), huey.storage.scheduled_items())
+    skipped = 0
+    for message in messages:
+        try:
+            task = huey.deserialize_task(message)
+        except Exception:
+            skipped += 1
+            continue
         value = (task.kwargs or {}).get(argument)
         if value:
             ids.add(str(value))
+    if skipped:
+        logger.warning("sweeper skipped %d queued messages it could not read", skipped)
     return ids
 
 

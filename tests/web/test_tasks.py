@@ -184,18 +184,7 @@ def test_breaker_opens_probes_and_closes(app):
         assert breaker.before_call("w1").allowed
 
 
-class FakeQueue:
-    def __init__(self, attempt_ids=()):
-        self.tasks = [type("Task", (), {"kwargs": {"attempt_id": str(i)}})() for i in attempt_ids]
-
-    def pending(self):
-        return list(self.tasks)
-
-    def scheduled(self):
-        return []
-
-
-def test_sweeper_requeues_lost_attempts(app, upload_study, monkeypatch):
+def test_sweeper_requeues_lost_attempts(app, upload_study, monkeypatch, tmp_path):
     from sqlalchemy import update
 
     from portal.db_types import utcnow
@@ -203,6 +192,7 @@ def test_sweeper_requeues_lost_attempts(app, upload_study, monkeypatch):
     from portal.leases import CONVERT, claim
     from portal.studies.models import Attempt, StudyStatus
     from portal.sweeper import sweep
+    from tests.support.queues import queue_with_messages
 
     requeued = []
     monkeypatch.setattr(
@@ -224,8 +214,12 @@ def test_sweeper_requeues_lost_attempts(app, upload_study, monkeypatch):
         db.session.execute(update(Attempt).values(updated_at=past))
         db.session.commit()
         try:
-            found = sweep(FakeQueue([queued_id]), grace_s=5)
-            again = sweep(FakeQueue([queued_id]), grace_s=5)
+            # The forged messages, signed with another key, must not stop the sweep.
+            queue = queue_with_messages(
+                tmp_path / "queue.sqlite3", [{"attempt_id": str(queued_id)}], forged=2
+            )
+            found = sweep(queue, grace_s=5)
+            again = sweep(queue, grace_s=5)
         finally:
             live.stop_renewing()
     assert set(found) == {waiting_id, dead_id}

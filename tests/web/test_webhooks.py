@@ -464,33 +464,26 @@ def test_held_endpoint_is_skipped(hooks_app, admin, receiver):
 
 
 def test_sweeper_queues_endpoint_with_lost_task(
-    hooks_app, clinic, admin, receiver, make_api_key, queued, queued_endpoints
+    hooks_app, clinic, admin, receiver, make_api_key, queued, queued_endpoints, tmp_path
 ):
     from portal.studies.models import StudyStatus
     from portal.sweeper import sweep
+    from tests.support.queues import queue_with_messages
 
     endpoint_id, _ = registered(admin, receiver.url)
     finish_attempt(hooks_app, upload_study(hooks_app, clinic, make_api_key)[1], StudyStatus.FAILED)
     queued_endpoints.clear()
 
-    class EmptyQueue:
-        def pending(self):
-            return []
-
-        def scheduled(self):
-            return []
-
-    class QueueWithTask(EmptyQueue):
-        def pending(self):
-            return [type("Task", (), {"kwargs": {"endpoint_id": endpoint_id}})()]
+    with_task = queue_with_messages(tmp_path / "with.sqlite3", [{"endpoint_id": endpoint_id}])
+    empty = queue_with_messages(tmp_path / "empty.sqlite3", [])
 
     with hooks_app.app_context():
-        sweep(QueueWithTask(), grace_s=0)
+        sweep(with_task, grace_s=0)
         assert queued_endpoints == [[]]
-        sweep(EmptyQueue(), grace_s=0)
+        sweep(empty, grace_s=0)
         assert queued_endpoints[-1] == [endpoint_id]
         # A long grace leaves a delivery that was just created to its own task.
-        sweep(EmptyQueue(), grace_s=3600)
+        sweep(empty, grace_s=3600)
         assert queued_endpoints[-1] == []
 
 
