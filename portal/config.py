@@ -152,6 +152,8 @@ class Settings:
     session_max_lifetime_s: int = 12 * 60 * 60
     rate_limit_api: str = "30 per second; 1200 per minute"
     rate_limit_sign_in: str = "60 per minute"
+    #: API requests with a missing or refused credential, per client address.
+    rate_limit_api_unauthenticated: str = "30 per minute"
     rate_limit_enabled: bool = True
     inference_api_url: str = "http://127.0.0.1:8001"
     inference_api_token: str = ""
@@ -335,6 +337,10 @@ class Settings:
             ),
             rate_limit_sign_in=_parse_rate_limit(
                 "RATE_LIMIT_SIGN_IN", get("RATE_LIMIT_SIGN_IN", "60 per minute")
+            ),
+            rate_limit_api_unauthenticated=_parse_rate_limit(
+                "RATE_LIMIT_API_UNAUTHENTICATED",
+                get("RATE_LIMIT_API_UNAUTHENTICATED", "30 per minute"),
             ),
             rate_limit_enabled=_parse_bool("RATE_LIMIT_ENABLED", get("RATE_LIMIT_ENABLED", "true")),
             inference_api_url=get("INFERENCE_API_URL", "http://127.0.0.1:8001").rstrip("/"),

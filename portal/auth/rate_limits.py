@@ -6,8 +6,11 @@ render it as a page or as problem+json.
 
 from __future__ import annotations
 
-from flask import current_app, g
+from flask import current_app, g, request
+from flask_babel import lazy_gettext as _l
+from limits import parse_many
 
+from portal.errors import UserFacingError
 from portal.extensions import limiter
 
 
@@ -28,6 +31,31 @@ api_rate_limit = limiter.shared_limit(
 
 #: One budget per client address for starting and finishing a sign-in. The default of 60
 #: a minute lets about 30 people behind one clinic's NAT sign in within the same minute.
-# NOTE: the address is `request.remote_addr`. Behind a load balancer that is the balancer's
-# address unless the app is wrapped in werkzeug's ProxyFix, which this code does not do.
+#: The address is the client's when PROXY_FIX_HOPS names the proxies in front of the app.
 sign_in_rate_limit = limiter.shared_limit(lambda: _settings().rate_limit_sign_in, scope="sign-in")
+
+
+class TooManyRefusedCredentials(UserFacingError):
+    code = "too_many_refused_credentials"
+    status = 429
+    title = _l("Too many requests")
+    message = _l(
+        "Too many API requests from this address came without a valid API key or access "
+        "token. Check the credential, then try again in a minute."
+    )
+
+
+def count_refused_api_credential() -> None:
+    """Count an API request whose credential was missing or refused, per client address.
+
+    Past RATE_LIMIT_API_UNAUTHENTICATED it raises TooManyRefusedCredentials instead of
+    the 401. A 429 is not audited, so a client retrying with a wrong key cannot flood the
+    platform's audit chain. A valid credential from the same address is still accepted:
+    requests are counted here only after their credential was refused.
+    """
+    if not limiter.enabled:
+        return
+    address = request.remote_addr or "unknown"
+    for item in parse_many(_settings().rate_limit_api_unauthenticated):
+        if not limiter.limiter.hit(item, "api-refused-credential", address):
+            raise TooManyRefusedCredentials()

@@ -257,6 +257,7 @@ def limited_app(make_app):
     return make_app(
         rate_limit_api="3 per minute",
         rate_limit_sign_in="2 per minute",
+        rate_limit_api_unauthenticated="2 per minute",
         oidc_issuer=f"http://127.0.0.1:{free_port()}",
         cognito_client_id="web",
     )
@@ -286,6 +287,35 @@ def test_api_rate_limit_is_per_key(limited_app, queued):
     # Another key of the same clinic has its own budget.
     other = client.get(path, headers={"Authorization": f"Bearer {second_key}"})
     assert other.status_code == 404
+
+
+def test_refused_credentials_are_limited_per_address(limited_app, queued):
+    from portal.clinics.services import create_api_key, create_clinic
+    from portal.extensions import db
+    from tests.web.audit_helpers import EventWatch
+
+    with limited_app.app_context():
+        clinic = create_clinic("Clínica R", seat_limit=2)
+        _key, valid_key = create_api_key(clinic, name="A")
+        db.session.commit()
+    client = limited_app.test_client()
+    path = "/api/studies/00000000-0000-0000-0000-000000000000/"
+    wrong = {"Authorization": "Bearer vzm_wrong_key", "Accept-Language": "en"}
+    platform = EventWatch(limited_app, None)
+
+    statuses = [client.get(path, headers=wrong).status_code for _ in range(2)]
+    over = client.get(path, headers=wrong)
+
+    assert statuses == [401, 401]
+    assert over.status_code == 429
+    assert over.mimetype == "application/problem+json"
+    assert over.get_json()["code"] == "too_many_refused_credentials"
+    assert "valid API key" in over.get_json()["detail"]
+    # Only the refusals under the limit reach the audit trail.
+    assert [event.action for event in platform.new_events()] == ["access.denied"] * 2
+    # A valid key from the same address is still served.
+    valid = client.get(path, headers={"Authorization": f"Bearer {valid_key}"})
+    assert valid.status_code == 404
 
 
 def test_sign_in_rate_limit(limited_app):
