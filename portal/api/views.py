@@ -437,10 +437,13 @@ def rerun_study(study_id):
 @bp.delete("/studies/<study_id>/")
 @api_key_required
 @study_operation(
-    resp=responses(204, errors=STUDY_ERRORS),
+    resp=responses(204, errors=(*STUDY_ERRORS, 409)),
 )
 def delete_study(study_id):
-    """Delete a study and its stored objects; a running attempt is cancelled first."""
+    """Delete a study and its stored objects; a running attempt is cancelled first.
+
+    A study on legal hold is not deleted: 409 `study_on_legal_hold`.
+    """
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     cancelled = services.delete_study(study, actor=_api_actor())
     db.session.commit()

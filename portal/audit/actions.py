@@ -26,6 +26,12 @@ MEMBER_ROLE_CHANGED = "member.role_changed"
 API_KEY_CREATED = "api_key.created"
 API_KEY_REVOKED = "api_key.revoked"
 AUDIT_EXPORTED = "audit.exported"
+PATIENT_DATA_EXPORTED = "patient_data.exported"
+PATIENT_DATA_ERASED = "patient_data.erased"
+LEGAL_HOLD_SET = "study.legal_hold_set"
+LEGAL_HOLD_LIFTED = "study.legal_hold_lifted"
+RAW_DATA_DELETED = "study.raw_data_deleted"
+RESULTS_EXPIRED = "study.results_expired"
 WEBHOOK_REGISTERED = "webhook.registered"
 WEBHOOK_ENABLED = "webhook.enabled"
 WEBHOOK_DISABLED = "webhook.disabled"
@@ -50,6 +56,12 @@ ACTION_TITLES = {
     API_KEY_CREATED: _l("API key created"),
     API_KEY_REVOKED: _l("API key revoked"),
     AUDIT_EXPORTED: _l("Audit trail exported"),
+    PATIENT_DATA_EXPORTED: _l("Patient data exported"),
+    PATIENT_DATA_ERASED: _l("Patient data erased"),
+    LEGAL_HOLD_SET: _l("Legal hold set"),
+    LEGAL_HOLD_LIFTED: _l("Legal hold lifted"),
+    RAW_DATA_DELETED: _l("Uploaded files deleted (retention)"),
+    RESULTS_EXPIRED: _l("Results deleted (retention)"),
     WEBHOOK_REGISTERED: _l("Webhook registered"),
     WEBHOOK_ENABLED: _l("Webhook enabled"),
     WEBHOOK_DISABLED: _l("Webhook disabled"),

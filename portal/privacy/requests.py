@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from portal.audit import actions
 from portal.clinics.models import Clinic
 from portal.db_types import utcnow
 from portal.extensions import db
@@ -36,8 +37,8 @@ RECORD_ARTIFACT_KINDS = frozenset(
 #: remains attributable to its patient.
 ERASED_FIELDS = ("patient_name", "birth_date", "accession_number", "upload_file_name")
 #: Event actions, in the audit trail's `area.verb` form.
-EXPORT_ACTION = "patient_data.exported"
-ERASURE_ACTION = "patient_data.erased"
+EXPORT_ACTION = actions.PATIENT_DATA_EXPORTED
+ERASURE_ACTION = actions.PATIENT_DATA_ERASED
 
 
 @dataclass

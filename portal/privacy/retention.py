@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from portal.audit import actions
 from portal.db_types import utcnow
 from portal.extensions import db
 from portal.storage import Storage, study_object_key, study_prefix
@@ -76,7 +77,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-LEGAL_HOLD_ACTIONS = {True: "study.legal_hold_set", False: "study.legal_hold_lifted"}
+LEGAL_HOLD_ACTIONS = {True: actions.LEGAL_HOLD_SET, False: actions.LEGAL_HOLD_LIFTED}
 
 
 def set_legal_hold(study: Study, *, on_hold: bool) -> None:
@@ -117,7 +118,7 @@ def delete_raw_data(study: Study, *, storage: Storage) -> int:
     for artifact in [item for item in study.artifacts if item.kind in RAW_ARTIFACT_KINDS]:
         study.artifacts.remove(artifact)
     study.raw_data_deleted_at = utcnow()
-    record_study_event("study.raw_data_deleted", study, {"object_count": len(keys)})
+    record_study_event(actions.RAW_DATA_DELETED, study, {"object_count": len(keys)})
     db.session.flush()
     logger.info("raw data of study %s deleted (%d objects)", study.id, len(keys))
     return len(keys)
@@ -143,7 +144,7 @@ def expire_results(study: Study, *, storage: Storage) -> int:
     """Delete every object and identifier of a study whose retention ended; the caller commits."""
     deleted = remove_study_data(study, storage=storage)
     study.results_expired_at = utcnow()
-    record_study_event("study.results_expired", study, {"object_count": deleted})
+    record_study_event(actions.RESULTS_EXPIRED, study, {"object_count": deleted})
     db.session.flush()
     logger.info("results of study %s expired: %d objects deleted", study.id, deleted)
     return deleted

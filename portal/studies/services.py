@@ -92,6 +92,15 @@ class IdempotencyKeyConflict(Conflict):
     )
 
 
+class StudyOnLegalHold(Conflict):
+    code = "study_on_legal_hold"
+    title = _l("Study on legal hold")
+    message = _l(
+        "This study is on legal hold, so it cannot be deleted. A clinic admin must lift the "
+        "hold on the study page first."
+    )
+
+
 class StudyRawDataDeleted(Conflict):
     code = "study_raw_data_deleted"
     title = _l("Study can no longer run")
@@ -407,8 +416,10 @@ def delete_study(study: Study, *, actor: Actor) -> Attempt | None:
 
     The row stays as the record, without the patient identifiers. The caller commits, then
     calls `after_delete`, which queues the deletion of the stored objects. Returns the
-    attempt it cancelled, if any.
+    attempt it cancelled, if any. A study on legal hold raises StudyOnLegalHold.
     """
+    if study.is_on_legal_hold:
+        raise StudyOnLegalHold()
     cancelled = None
     attempt = study.latest_attempt
     if attempt is not None and not attempt.status.is_terminal:

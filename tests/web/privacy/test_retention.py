@@ -177,6 +177,28 @@ def test_legal_hold_stops_retention(finished_study, make_user, login):
     assert all(event.actor_id == str(admin_id) for event in hold_events)
 
 
+def test_legal_hold_stops_deletion(finished_study, make_user, login):
+    app, client, token, study_id, clinic_id = finished_study
+    login(make_user(clinic_id, role="admin", email="admin@example.com"), test_client=client)
+    assert client.post(f"/studies/{study_id}/legal-hold", data={"hold": "on"}).status_code == 302
+    before = stored_keys(app, study_id)
+    api = {"Authorization": f"Bearer {token}", "Accept-Language": "en"}
+
+    refused = client.delete(f"/api/studies/{study_id}/", headers=api)
+    page = client.get(f"/studies/{study_id}").get_data(as_text=True)
+    refused_page = client.post(f"/studies/{study_id}/delete")
+
+    assert refused.status_code == 409
+    assert refused.get_json()["code"] == "study_on_legal_hold"
+    assert 'id="delete-study"' not in page
+    assert refused_page.status_code == 409
+    assert stored_keys(app, study_id) == before
+    assert client.get(f"/api/studies/{study_id}/", headers=api).status_code == 200
+
+    assert client.post(f"/studies/{study_id}/legal-hold", data={"hold": "off"}).status_code == 302
+    assert client.delete(f"/api/studies/{study_id}/", headers=api).status_code == 204
+
+
 def test_doctor_cannot_set_legal_hold(finished_study, make_user, login):
     _app, client, _token, study_id, clinic_id = finished_study
     login(make_user(clinic_id), test_client=client)
