@@ -105,8 +105,8 @@ class StudyRawDataDeleted(Conflict):
     code = "study_raw_data_deleted"
     title = _l("Study can no longer run")
     message = _l(
-        "The uploaded files of this study were deleted at the end of their retention "
-        "period, so it cannot run again. Upload the study again to process it."
+        "The uploaded files of this study were deleted, at the end of their retention "
+        "period or at the patient's request, so it cannot run again."
     )
 
 

@@ -221,7 +221,10 @@ def test_erasure_keeps_only_the_record(clinic_with_studies):
     assert "SOUZA" not in tombstone_text
 
     page = client.get(f"/studies/{ids['done']}", headers={"Accept-Language": "en"})
-    assert 'id="erasure-requested"' in page.get_data(as_text=True)
+    page_text = page.get_data(as_text=True)
+    assert 'id="erasure-requested"' in page_text
+    assert "at the patient's request, so this study cannot run again" in page_text
+    assert "at the end of their retention period" not in page_text
     result = client.get(
         f"/api/studies/{ids['done']}/result/", headers={"Authorization": f"Bearer {token}"}
     )
