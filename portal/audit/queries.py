@@ -31,6 +31,19 @@ class InvalidAuditFilter(UserFacingError):
     title = _l("Invalid filter")
     message = _l("The filter %(name)s is invalid: %(expected)s")
 
+    def problem_fields(self) -> dict:
+        """Name the field as the API's validation errors do, in the `errors` list."""
+        return {
+            "errors": [
+                {
+                    "field": self.params["name"],
+                    "location": "query",
+                    "code": "invalid_value",
+                    "message": str(self.params["expected"]),
+                }
+            ]
+        }
+
 
 @dataclass(frozen=True)
 class EventFilters:

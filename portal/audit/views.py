@@ -57,18 +57,25 @@ OUTCOME_TITLES = {
 @bp.get("/")
 @clinic_admin_required
 def audit_page():
-    filters = queries.parse_filters(request.args)
+    try:
+        filters = queries.parse_filters(request.args)
+        before = queries.parse_before(request.args.get("before"))
+        limit = queries.parse_limit(request.args.get("limit"))
+    except queries.InvalidAuditFilter as error:
+        # Show the form again with the reason, rather than an error page without it.
+        return _render_audit_page(queries.EventFilters(), None, filter_error=error.detail()), 400
     page = queries.page_of_events(
-        g.clinic.id,
-        filters,
-        timezone=_timezone(),
-        before=queries.parse_before(request.args.get("before")),
-        limit=queries.parse_limit(request.args.get("limit")),
+        g.clinic.id, filters, timezone=_timezone(), before=before, limit=limit
     )
+    return _render_audit_page(filters, page)
+
+
+def _render_audit_page(filters, page, *, filter_error: str | None = None) -> str:
     labels = actor_labels(g.clinic)
     return render_template(
         "audit/events.html",
-        page=page,
+        page=page or queries.EventPage(events=[], next_before=None),
+        filter_error=filter_error,
         filters=filters,
         query_args=filters.as_query_args(),
         labels=labels,

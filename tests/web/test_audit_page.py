@@ -159,7 +159,11 @@ def test_page_rejects_invalid_filters(app, client, login, clinic_with_events, ar
     response = client.get("/clinic/audit/", query_string=args, headers={"Accept-Language": "en"})
 
     assert response.status_code == 400
-    assert f"The filter {name} is invalid" in response.get_data(as_text=True)
+    text = response.get_data(as_text=True)
+    assert 'id="filter-error"' in text
+    assert f"The filter {name} is invalid" in text
+    # The form stays, so the admin can correct the filter in place.
+    assert 'class="audit-filters"' in text
 
 
 def test_page_pages_by_sequence(app, client, login, clinic_with_events):
@@ -303,6 +307,8 @@ def test_api_rejects_invalid_paging(app, client, clinic_with_events, admin_token
     assert response.status_code == 400
     assert response.get_json()["code"] == "invalid_filter"
     assert f"The filter {name} is invalid" in response.get_json()["detail"]
+    (error,) = response.get_json()["errors"]
+    assert (error["field"], error["location"], error["code"]) == (name, "query", "invalid_value")
 
 
 def test_api_key_cannot_list_events(app, client, clinic_with_events, make_api_key):
