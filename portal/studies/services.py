@@ -117,6 +117,23 @@ class InvalidSeriesId(UserFacingError):
     message = _l("The series id must be text of at most 64 characters, as listed in the report.")
 
 
+class UnknownSeriesId(UserFacingError):
+    code = "unknown_series_id"
+    status = 400
+    title = _l("Unknown series")
+    message = _l(
+        "This study has no series with that id. Use a series_id listed in the study's report."
+    )
+
+
+def _reported_series_ids(study: Study) -> set[str] | None:
+    """Return the series ids of the latest report of the study, or None without a report."""
+    for attempt in sorted(study.attempts, key=lambda item: item.number, reverse=True):
+        if attempt.report and attempt.report.get("series"):
+            return {str(item.get("series_id")) for item in attempt.report["series"]}
+    return None
+
+
 @dataclass(frozen=True)
 class Actor:
     """The signed-in user or clinic API key that requested a change."""
@@ -388,6 +405,11 @@ def rerun_study(study: Study, *, actor: Actor, series_id: str | None = None) -> 
         raise StudyBusy()
     if study.raw_data_deleted_at is not None:
         raise StudyRawDataDeleted()
+    if series_id is not None:
+        known = _reported_series_ids(study)
+        # Before any conversion there is no report, and conversion checks the id itself.
+        if known is not None and series_id.strip() not in known:
+            raise UnknownSeriesId()
     number = (
         db.session.scalar(select(func.max(Attempt.number)).where(Attempt.study_id == study.id)) or 0
     ) + 1

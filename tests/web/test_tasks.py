@@ -239,8 +239,15 @@ def test_rerun_keeps_every_attempt(app, upload_study, client, queued):
     assert busy.status_code == 409
     assert busy.get_json()["code"] == "study_busy"
     with app.app_context():
-        db.session.get(Attempt, attempt_id).fail("archive_invalid")
+        attempt = db.session.get(Attempt, attempt_id)
+        attempt.report = {"series": [{"series_id": "s1"}, {"series_id": "s2"}]}
+        attempt.fail("archive_invalid")
         db.session.commit()
+    unknown = client.post(
+        f"/api/studies/{study_id}/rerun/", headers=headers, json={"series_id": "nope"}
+    )
+    assert unknown.status_code == 400
+    assert unknown.get_json()["code"] == "unknown_series_id"
     rerun = client.post(
         f"/api/studies/{study_id}/rerun/", headers=headers, json={"series_id": "s2"}
     )
