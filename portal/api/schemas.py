@@ -364,6 +364,10 @@ class StudyResult(ResponseModel):
     labels: list[Label] = Field(description="Each label present in the mask.")
 
 
+class EmptyRequest(RequestModel):
+    """No fields: the body is optional, and when sent it must be an empty JSON object."""
+
+
 class RerunRequest(RequestModel):
     series_id: str | None = Field(
         default=None,

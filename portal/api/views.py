@@ -395,13 +395,17 @@ def _api_actor() -> services.Actor:
 @bp.post("/studies/<study_id>/cancel/")
 @api_key_required
 @study_operation(
+    json=schemas.EmptyRequest,
     resp=responses(HTTP_200=schemas.StudyStatusBody, errors=(*STUDY_ERRORS, 409)),
 )
 def cancel_study(study_id):
     """Cancel a study's running attempt, and its job at the inference provider.
 
-    Returns 409 `study_not_cancellable` when the study has already finished.
+    The body is optional (an empty JSON object at most). Returns 409
+    `study_not_cancellable` when the study has already finished.
     """
+    if request.context.json is None and request.content_length:
+        raise InvalidJsonBody()
     study = services.get_study_or_404(study_id, clinic=g.clinic)
     attempt = services.cancel_study(study, actor=_api_actor())
     db.session.commit()

@@ -185,6 +185,22 @@ def test_unknown_json_field_is_rejected(app, client, make_clinic, make_api_key, 
     assert queued == [queued[0]]
 
 
+def test_cancel_refuses_a_body_with_fields(client, make_clinic, make_api_key, queued):
+    token = make_api_key(make_clinic())
+    study_id = upload(client, token).get_json()["id"]
+    path = f"/api/studies/{study_id}/cancel/"
+
+    refused = client.post(path, json={"series_id": "nope"}, headers=auth(token))
+    not_json = client.post(path, data="cancel", content_type="text/plain", headers=auth(token))
+
+    assert refused.status_code == 400
+    assert [(e["field"], e["code"]) for e in refused.get_json()["errors"]] == [
+        ("series_id", "unknown_field")
+    ]
+    assert not_json.status_code == 400
+    assert client.post(path, json={}, headers=auth(token)).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("body", "content_type"),
     [
