@@ -92,7 +92,7 @@ def missing_translations() -> dict[str, list[str]]:
         template = Path(folder) / "messages.pot"
         extract(template)
         with template.open("rb") as handle:
-            wanted = {(m.id, m.context) for m in read_po(handle) if m.id}
+            expected = {(m.id, m.context) for m in read_po(handle) if m.id}
     missing = {}
     for locale in LOCALES:
         with catalogue_path(locale).open("rb") as handle:
@@ -100,7 +100,7 @@ def missing_translations() -> dict[str, list[str]]:
         translated = {(m.id, m.context) for m in catalogue if m.id and m.string and not m.fuzzy}
         missing[locale] = sorted(
             str(message_id) if context is None else f"{context}|{message_id}"
-            for message_id, context in wanted - translated
+            for message_id, context in expected - translated
         )
     return missing
 

@@ -19,7 +19,7 @@ from portal.api.principal import (
     principal_for_user,
     user_from_access_token,
 )
-from portal.auth.rate_limits import api_rate_limit, count_refused_api_credential
+from portal.auth.rate_limits import api_rate_limit, count_rejected_api_credential
 from portal.clinics.services import API_KEY_PREFIX, authenticate_api_key
 from portal.errors import Unauthorized
 from portal.extensions import db
@@ -66,8 +66,8 @@ def api_key_required(view):
 
     The name is kept from when only API keys were accepted; a Cognito access token of an
     active member is accepted too. Past the rate limit of the key or user, Flask-Limiter
-    raises a 429 error; past the limit of refused credentials of the client address, so
-    does `count_refused_api_credential`.
+    raises a 429 error; past the limit of rejected credentials of the client address, so
+    does `count_rejected_api_credential`.
     """
     limited_view = api_rate_limit(view)
 
@@ -76,7 +76,7 @@ def api_key_required(view):
         try:
             principal = authenticate_request()
         except Unauthorized:
-            count_refused_api_credential()
+            count_rejected_api_credential()
             raise
         db.session.commit()
         g.principal = principal

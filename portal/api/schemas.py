@@ -43,7 +43,7 @@ class FieldError(ResponseModel):
         "nested names joined by dots (`categories.0`)."
     )
     location: Literal["query", "body", "form", "header", "path"] = Field(
-        description="Which part of the request holds the field."
+        description="The part of the request that contains the field."
     )
     code: str = Field(
         description="Stable code of the problem: `unknown_field`, `missing`, `invalid_type`, "
@@ -392,7 +392,9 @@ class AttemptBody(ResponseModel):
     series_id: str | None = Field(description="The series that was converted.")
     error: StudyError | None = Field(description="Why the attempt failed, or null.")
     started_by: Actor = Field(description="Who started the attempt.")
-    cancelled_by: Actor = Field(description="Who cancelled the attempt, all null if nobody.")
+    cancelled_by: Actor = Field(
+        description="Who cancelled the attempt; both fields are null when it was not cancelled."
+    )
 
 
 class AttemptList(ResponseModel):

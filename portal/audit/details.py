@@ -4,7 +4,7 @@ Details are flat: each value is text, a number, a boolean, None, or a list of th
 A key that names something that could identify a patient or grant access is dropped:
 a name, a birth date, a patient ID, a token, a URL. So is a value that looks like a URL,
 a credential or a DICOM person name. Dropped keys are listed under
-`redacted_keys`, so a reader of the trail sees that something was withheld.
+`redacted_keys`, so a reader of the trail can tell that something was withheld.
 """
 
 from __future__ import annotations

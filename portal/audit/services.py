@@ -253,7 +253,7 @@ def record_denied_request(*, status: int, code: str) -> None:
     call goes to the platform chain. A database error here is logged, not raised, so
     that the caller still gets its 4xx response.
     """
-    # Refused API credentials past RATE_LIMIT_API_UNAUTHENTICATED get a 429 before this,
+    # Rejected API credentials past RATE_LIMIT_API_UNAUTHENTICATED get a 429 before this,
     # so a client retrying with a wrong key writes a bounded number of events.
     target_type, target_id = _denied_target()
     try:

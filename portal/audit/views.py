@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 
 from flask import Blueprint, Response, current_app, g, render_template, request, stream_with_context
 from flask_babel import gettext as _
@@ -17,6 +18,8 @@ from portal.clinics.context import clinic_admin_required
 from portal.clinics.members import list_members
 from portal.clinics.services import list_api_keys
 from portal.extensions import db
+
+logger = logging.getLogger(__name__)
 
 bp = Blueprint("audit", __name__, url_prefix="/clinic/audit")
 
@@ -62,6 +65,9 @@ def audit_page():
         before = queries.parse_before(request.args.get("before"))
         limit = queries.parse_limit(request.args.get("limit"))
     except queries.InvalidAuditFilter as error:
+        logger.info(
+            "audit page of clinic %s: invalid filter %s", g.clinic.id, error.params.get("name")
+        )
         # Show the form again with the reason, rather than an error page without it.
         return _render_audit_page(queries.EventFilters(), None, filter_error=error.detail()), 400
     page = queries.page_of_events(

@@ -6,12 +6,16 @@ render it as a page or as problem+json.
 
 from __future__ import annotations
 
+import logging
+
 from flask import current_app, g, request
 from flask_babel import lazy_gettext as _l
 from limits import parse_many
 
 from portal.errors import UserFacingError
 from portal.extensions import limiter
+
+logger = logging.getLogger(__name__)
 
 
 def _settings():
@@ -35,8 +39,8 @@ api_rate_limit = limiter.shared_limit(
 sign_in_rate_limit = limiter.shared_limit(lambda: _settings().rate_limit_sign_in, scope="sign-in")
 
 
-class TooManyRefusedCredentials(UserFacingError):
-    code = "too_many_refused_credentials"
+class TooManyRejectedCredentials(UserFacingError):
+    code = "too_many_rejected_credentials"
     status = 429
     title = _l("Too many requests")
     message = _l(
@@ -45,17 +49,18 @@ class TooManyRefusedCredentials(UserFacingError):
     )
 
 
-def count_refused_api_credential() -> None:
-    """Count an API request whose credential was missing or refused, per client address.
+def count_rejected_api_credential() -> None:
+    """Count an API request whose credential was missing or rejected, per client address.
 
-    Past RATE_LIMIT_API_UNAUTHENTICATED it raises TooManyRefusedCredentials instead of
+    Past RATE_LIMIT_API_UNAUTHENTICATED it raises TooManyRejectedCredentials instead of
     the 401. A 429 is not audited, so a client retrying with a wrong key cannot flood the
-    platform's audit chain. A valid credential from the same address is still accepted:
-    requests are counted here only after their credential was refused.
+    platform's audit chain. A valid credential from the same address is still accepted,
+    because a request is counted here only after its credential was rejected.
     """
     if not limiter.enabled:
         return
     address = request.remote_addr or "unknown"
     for item in parse_many(_settings().rate_limit_api_unauthenticated):
-        if not limiter.limiter.hit(item, "api-refused-credential", address):
-            raise TooManyRefusedCredentials()
+        if not limiter.limiter.hit(item, "api-rejected-credential", address):
+            logger.warning("API credentials from %s rejected past the limit %s", address, item)
+            raise TooManyRejectedCredentials()

@@ -457,7 +457,7 @@ def _parse_member(member: ArchiveMember) -> tuple[_ParsedFile | None, list[Pipel
     try:
         return _parsed_file(member, dataset, pixel_value), warnings
     except _PixelDataTooLarge:
-        logger.warning("Member %d declares more pixel data than it holds", index)
+        logger.warning("Member %d declares more pixel data than it contains", index)
         return None, [*warnings, PipelineWarning("member_pixel_data_size", index)]
     except Exception as exc:  # noqa: BLE001 - a damaged element surfaces only when read
         logger.warning("Member %d has invalid header values: %s", index, type(exc).__name__)

@@ -55,7 +55,7 @@ class PageCursor:
 
 @dataclass(frozen=True)
 class StudyFilter:
-    """Which studies a listing includes; empty fields do not filter."""
+    """Filters of a study listing. An empty field does not filter."""
 
     statuses: tuple[StudyStatus, ...] = ()
     #: Inclusive lower bound of the upload time.
@@ -67,7 +67,7 @@ class StudyFilter:
 @dataclass(frozen=True)
 class StudyPage:
     studies: list[Study]
-    #: Where the next page starts; None on the last page.
+    #: Position where the next page starts, or None on the last page.
     next_cursor: PageCursor | None
 
 

@@ -190,11 +190,11 @@ def test_cancel_refuses_a_body_with_fields(client, make_clinic, make_api_key, qu
     study_id = upload(client, token).get_json()["id"]
     path = f"/api/studies/{study_id}/cancel/"
 
-    refused = client.post(path, json={"series_id": "nope"}, headers=auth(token))
+    rejected = client.post(path, json={"series_id": "nope"}, headers=auth(token))
     not_json = client.post(path, data="cancel", content_type="text/plain", headers=auth(token))
 
-    assert refused.status_code == 400
-    assert [(e["field"], e["code"]) for e in refused.get_json()["errors"]] == [
+    assert rejected.status_code == 400
+    assert [(e["field"], e["code"]) for e in rejected.get_json()["errors"]] == [
         ("series_id", "unknown_field")
     ]
     assert not_json.status_code == 400

@@ -1,10 +1,10 @@
 """Property-based run of schemathesis against the API's own OpenAPI document.
 
 Two clinics, each with an API key and studies in several states, plus clinic A's admin
-with an access token. For every operation schemathesis generates valid requests and
-invalid ones (a bounded number of each), sends them to the Flask app as a WSGI app, and
-checks that no response is a 5xx and that every status code, content type and body
-conforms to the document.
+with an access token. For every operation, schemathesis generates a bounded number of
+valid and invalid requests and sends them to the Flask app as a WSGI app. The run checks
+that no response is a 5xx and that every status code, content type and body conforms to
+the document.
 """
 
 from __future__ import annotations

@@ -289,7 +289,7 @@ def test_api_rate_limit_is_per_key(limited_app, queued):
     assert other.status_code == 404
 
 
-def test_refused_credentials_are_limited_per_address(limited_app, queued):
+def test_rejected_credentials_limited_per_address(limited_app, queued):
     from portal.clinics.services import create_api_key, create_clinic
     from portal.extensions import db
     from tests.web.audit_helpers import EventWatch
@@ -309,7 +309,7 @@ def test_refused_credentials_are_limited_per_address(limited_app, queued):
     assert statuses == [401, 401]
     assert over.status_code == 429
     assert over.mimetype == "application/problem+json"
-    assert over.get_json()["code"] == "too_many_refused_credentials"
+    assert over.get_json()["code"] == "too_many_rejected_credentials"
     assert "valid API key" in over.get_json()["detail"]
     # Only the refusals under the limit reach the audit trail.
     assert [event.action for event in platform.new_events()] == ["access.denied"] * 2

@@ -87,7 +87,7 @@ def test_raw_data_deleted_after_retention(finished_study):
     assert result.status_code == 200
 
 
-def test_rerun_refused_after_raw_deletion(finished_study, make_user, login):
+def test_rerun_rejected_after_raw_deletion(finished_study, make_user, login):
     app, client, token, study_id, clinic_id = finished_study
     run_retention(app, after=timedelta(hours=73))
 
@@ -184,14 +184,14 @@ def test_legal_hold_stops_deletion(finished_study, make_user, login):
     before = stored_keys(app, study_id)
     api = {"Authorization": f"Bearer {token}", "Accept-Language": "en"}
 
-    refused = client.delete(f"/api/studies/{study_id}/", headers=api)
+    rejected = client.delete(f"/api/studies/{study_id}/", headers=api)
     page = client.get(f"/studies/{study_id}").get_data(as_text=True)
-    refused_page = client.post(f"/studies/{study_id}/delete")
+    rejected_page = client.post(f"/studies/{study_id}/delete")
 
-    assert refused.status_code == 409
-    assert refused.get_json()["code"] == "study_on_legal_hold"
+    assert rejected.status_code == 409
+    assert rejected.get_json()["code"] == "study_on_legal_hold"
     assert 'id="delete-study"' not in page
-    assert refused_page.status_code == 409
+    assert rejected_page.status_code == 409
     assert stored_keys(app, study_id) == before
     assert client.get(f"/api/studies/{study_id}/", headers=api).status_code == 200
 
